@@ -1,0 +1,55 @@
+/* The relay's request head: POST /v0/ingress.  Pure parsing, no I/O. */
+#ifndef FUNNELD_INGRESS_H
+#define FUNNELD_INGRESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define INGRESS_HEAD_MAX 8192       /* a larger head is answered 431 */
+#define INGRESS_PATH "/v0/ingress"
+
+enum ingress_result {
+	INGRESS_INCOMPLETE = 0,     /* need more bytes (and len <= INGRESS_HEAD_MAX) */
+	INGRESS_DONE = 1,           /* a verdict: see status */
+};
+
+struct ingress_req {
+	int status;                 /* 0 = accepted; otherwise the HTTP status to answer */
+	const char *reason;         /* static text for the log and the response body */
+	size_t head_len;            /* bytes of the head incl. the blank line (valid when a head ended) */
+
+	/* Valid when status == 0. */
+	struct sockaddr_storage src;        /* Tailscale-Ingress-Src */
+	char src_text[64];                  /* as "ip:port" / "[v6]:port", normalised */
+	char target_host[256];              /* Tailscale-Ingress-Target host, lower case, no trailing dot */
+	uint16_t target_port;
+	char target_text[272];              /* "host:port" as received (for logs) */
+};
+
+/*
+ * Look at the first len bytes received on a relay connection.  Returns
+ * INGRESS_INCOMPLETE while the head has not ended and is still within
+ * INGRESS_HEAD_MAX and nothing seen so far is malformed; otherwise
+ * INGRESS_DONE with req->status set.  peer_allowed is the caller's
+ * `allow` verdict on the peer address: it is applied in DESIGN.md's order
+ * (after the head is complete and well-formed, before everything else).
+ * Bytes after head_len are not looked at: they belong to TLS.
+ */
+enum ingress_result ingress_parse(const char *buf, size_t len, bool peer_allowed, struct ingress_req *req);
+
+/* Reason phrase for the statuses funneld answers ("Bad Request", ...). */
+const char *http_status_text(int status);
+
+/*
+ * Format a refusal: status line, Content-Type: text/plain, Content-Length,
+ * Connection: close (and Allow: POST for 405), then a one-line body.
+ * Returns the length written (always < cap when cap >= 512).
+ */
+size_t ingress_format_refusal(int status, const char *reason, char *out, size_t cap);
+
+/* Split "host:port" / "[v6]:port".  Pure; 0 on success. */
+int split_host_port(const char *s, size_t len, char *host, size_t hostcap, uint16_t *port);
+
+#endif
