@@ -1,0 +1,158 @@
+/* Listening sockets: from the configuration, or passed by systemd. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <systemd/sd-daemon.h>
+
+#include "funneld.h"
+#include "log.h"
+
+#define LISTEN_BACKLOG 4096
+
+static int
+add_listener(int fd, enum listen_kind kind, const char *text, const char *unlink_path)
+{
+	struct listener *v = realloc(server.listeners, (server.nlisteners + 1) * sizeof(*v));
+
+	if (v == NULL)
+		return -1;
+	server.listeners = v;
+	v[server.nlisteners].fd = fd;
+	v[server.nlisteners].kind = kind;
+	snprintf(v[server.nlisteners].text, sizeof(v[server.nlisteners].text), "%s", text);
+	v[server.nlisteners].unlink_path = NULL;
+	if (unlink_path != NULL && (v[server.nlisteners].unlink_path = strdup(unlink_path)) == NULL)
+		return -1;
+	server.nlisteners++;
+	return 0;
+}
+
+/* A socket file nobody listens on is left over from a previous run. */
+static int
+remove_stale_socket(const char *path)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct stat st;
+	int fd, ret;
+
+	if (lstat(path, &st) != 0)
+		return errno == ENOENT ? 0 : -1;
+	if (!S_ISSOCK(st.st_mode)) {
+		errno = EEXIST;
+		return -1;
+	}
+	strcpy(sun.sun_path, path);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+		return -1;
+	ret = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
+	close(fd);
+	if (ret == 0) {
+		errno = EADDRINUSE;
+		return -1;
+	}
+	return unlink(path);
+}
+
+static int
+open_one(const struct listen_addr *la, char *err, size_t errlen, const char *cfgpath)
+{
+	int fd, one = 1, family = la->ss.ss_family;
+
+	if (la->kind == LISTEN_UNIX) {
+		const struct sockaddr_un *sun = (const struct sockaddr_un *)&la->ss;
+		if (remove_stale_socket(sun->sun_path) != 0) {
+			snprintf(err, errlen, "%s:%d: listen %s: %s", cfgpath, la->line, la->text, strerror(errno));
+			return -1;
+		}
+	}
+	if ((fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0)
+		goto fail;
+	if (la->kind == LISTEN_TCP) {
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (family == AF_INET6) {
+			/* [::] takes IPv4 too (as mapped addresses); a specific
+			 * IPv6 address only itself. */
+			const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&la->ss;
+			int v6only = !IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr);
+			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only));
+		}
+	}
+	if (bind(fd, (const struct sockaddr *)&la->ss, la->sslen) != 0 || listen(fd, LISTEN_BACKLOG) != 0)
+		goto fail;
+	if (add_listener(fd, la->kind, la->text,
+	    la->kind == LISTEN_UNIX ? ((const struct sockaddr_un *)&la->ss)->sun_path : NULL) != 0)
+		goto fail;
+	return 0;
+fail:
+	snprintf(err, errlen, "%s:%d: listen %s: %s", cfgpath, la->line, la->text, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
+int
+listeners_open(const struct config *cfg, char *err, size_t errlen)
+{
+	if (cfg->nlistens == 0) {
+		snprintf(err, errlen, "%s: no listen address, and not started by socket activation", cfg->path);
+		return -1;
+	}
+	for (size_t i = 0; i < cfg->nlistens; i++)
+		if (open_one(&cfg->listens[i], err, errlen, cfg->path) != 0)
+			return -1;
+	return 0;
+}
+
+int
+listeners_adopt_activated(void)
+{
+	char **names = NULL;
+	int n = sd_listen_fds_with_names(1, &names);
+
+	for (int i = 0; i < n; i++) {
+		int fd = SD_LISTEN_FDS_START + i;
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof(ss);
+		char text[128];
+
+		if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0) {
+			log_warnx("passed descriptor %d (%s) is not a listening stream socket; ignored", fd,
+			    names && names[i] ? names[i] : "?");
+			continue;
+		}
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+		fcntl(fd, F_SETFD, FD_CLOEXEC);
+		getsockname(fd, (struct sockaddr *)&ss, &len);
+		snprintf(text, sizeof(text), "fd %d (%s)", fd, names && names[i] ? names[i] : "activated");
+		if (add_listener(fd, ss.ss_family == AF_UNIX ? LISTEN_UNIX : LISTEN_TCP, text, NULL) != 0)
+			n = -1;
+	}
+	if (names != NULL) {
+		for (int i = 0; names[i] != NULL; i++)
+			free(names[i]);
+		free(names);
+	}
+	return n < 0 ? -1 : (int)server.nlisteners;
+}
+
+void
+listeners_close(void)
+{
+	for (size_t i = 0; i < server.nlisteners; i++) {
+		close(server.listeners[i].fd);
+		if (server.listeners[i].unlink_path != NULL)
+			unlink(server.listeners[i].unlink_path);
+		free(server.listeners[i].unlink_path);
+	}
+	free(server.listeners);
+	server.listeners = NULL;
+	server.nlisteners = 0;
+}

@@ -1,0 +1,174 @@
+/* Logging to stderr or journald; see log.h. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include <systemd/sd-journal.h>
+
+#include "log.h"
+
+static enum log_level log_level = LOG_LVL_INFO;
+static bool use_journal;
+
+/* stderr is the journal when JOURNAL_STREAM names its device and inode. */
+void
+log_init(void)
+{
+	const char *js = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+
+	use_journal = false;
+	if (js == NULL || sscanf(js, "%llu:%llu", &dev, &ino) != 2)
+		return;
+	if (fstat(STDERR_FILENO, &st) == 0 && st.st_dev == (dev_t)dev && st.st_ino == (ino_t)ino)
+		use_journal = true;
+}
+
+void
+log_set_level(enum log_level lvl)
+{
+	log_level = lvl;
+}
+
+bool
+log_to_journal(void)
+{
+	return use_journal;
+}
+
+static const char *
+level_name(int prio)
+{
+	switch (prio) {
+	case LOG_ERR: return "error";
+	case LOG_WARNING: return "warning";
+	case LOG_NOTICE: return "notice";
+	case LOG_INFO: return "info";
+	default: return "debug";
+	}
+}
+
+static void
+vlog(int prio, int errnum, const char *fmt, va_list ap)
+{
+	char msg[2048];
+	int n;
+
+	if (prio > (int)log_level)
+		return;
+	n = vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (n < 0)
+		return;
+	if (errnum != 0 && (size_t)n < sizeof(msg))
+		snprintf(msg + n, sizeof(msg) - (size_t)n, ": %s", strerror(errnum));
+	if (use_journal) {
+		sd_journal_send("MESSAGE=%s", msg, "PRIORITY=%d", prio, "SYSLOG_IDENTIFIER=funneld", NULL);
+		return;
+	}
+	char line[2200];
+	int len = snprintf(line, sizeof(line), "funneld: %s: %s\n", level_name(prio), msg);
+	if (len > (int)sizeof(line) - 1)
+		len = (int)sizeof(line) - 1;
+	/* One write per line, so lines from several threads do not interleave. */
+	if (write(STDERR_FILENO, line, (size_t)len) < 0)
+		return;
+}
+
+#define LOGFN(name, prio, witherr)                      \
+	void name(const char *fmt, ...)                 \
+	{                                               \
+		int saved = errno;                      \
+		va_list ap;                             \
+		va_start(ap, fmt);                      \
+		vlog(prio, witherr ? saved : 0, fmt, ap); \
+		va_end(ap);                             \
+		errno = saved;                          \
+	}
+
+LOGFN(log_debug, LOG_DEBUG, 0)
+LOGFN(log_info, LOG_INFO, 0)
+LOGFN(log_notice, LOG_NOTICE, 0)
+LOGFN(log_warnx, LOG_WARNING, 0)
+LOGFN(log_warn, LOG_WARNING, 1)
+
+void
+fatalx(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog(LOG_ERR, 0, fmt, ap);
+	va_end(ap);
+	exit(1);
+}
+
+void
+fatal(const char *fmt, ...)
+{
+	int saved = errno;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog(LOG_ERR, saved, fmt, ap);
+	va_end(ap);
+	exit(1);
+}
+
+static const char *
+dash(const char *s)
+{
+	return s != NULL && *s != '\0' ? s : "-";
+}
+
+void
+log_conn(const struct conn_record *r)
+{
+	/* Anything but a clean end is worth a notice; a clean one is info. */
+	int prio = strcmp(r->result, "ok") == 0 ? LOG_INFO : LOG_NOTICE;
+
+	if (prio > (int)log_level)
+		return;
+	if (use_journal) {
+		sd_journal_send(
+		    "MESSAGE=conn %llu %s peer=%s src=%s target=%s result=%s%s%s",
+		    (unsigned long long)r->id, r->result, dash(r->peer), dash(r->src), dash(r->target),
+		    r->result, r->reason ? " reason=" : "", r->reason ? r->reason : "",
+		    "PRIORITY=%d", prio,
+		    "SYSLOG_IDENTIFIER=funneld",
+		    "FUNNEL_CONN=%llu", (unsigned long long)r->id,
+		    "FUNNEL_PEER=%s", dash(r->peer),
+		    "FUNNEL_SRC=%s", dash(r->src),
+		    "FUNNEL_TARGET=%s", dash(r->target),
+		    "FUNNEL_BACKEND=%s", dash(r->backend),
+		    "FUNNEL_SNI=%s", dash(r->sni),
+		    "FUNNEL_ALPN=%s", dash(r->alpn),
+		    "FUNNEL_TLS_VERSION=%s", dash(r->tls_version),
+		    "FUNNEL_CIPHER=%s", dash(r->cipher),
+		    "FUNNEL_BYTES_IN=%llu", (unsigned long long)r->bytes_in,
+		    "FUNNEL_BYTES_OUT=%llu", (unsigned long long)r->bytes_out,
+		    "FUNNEL_DURATION_MS=%llu", (unsigned long long)r->duration_ms,
+		    "FUNNEL_STATUS=%d", r->status,
+		    "FUNNEL_RESULT=%s", r->result,
+		    "FUNNEL_REASON=%s", dash(r->reason),
+		    NULL);
+		return;
+	}
+	char line[2048];
+	int len = snprintf(line, sizeof(line),
+	    "funneld: conn %llu peer=%s src=%s target=%s backend=%s sni=%s alpn=%s tls=%s cipher=%s "
+	    "in=%llu out=%llu duration=%llums status=%d result=%s%s%s%s\n",
+	    (unsigned long long)r->id, dash(r->peer), dash(r->src), dash(r->target), dash(r->backend),
+	    dash(r->sni), dash(r->alpn), dash(r->tls_version), dash(r->cipher),
+	    (unsigned long long)r->bytes_in, (unsigned long long)r->bytes_out,
+	    (unsigned long long)r->duration_ms, r->status, r->result,
+	    r->reason ? " reason=\"" : "", r->reason ? r->reason : "", r->reason ? "\"" : "");
+	if (len > (int)sizeof(line) - 1)
+		len = (int)sizeof(line) - 1;
+	if (write(STDERR_FILENO, line, (size_t)len) < 0)
+		return;
+}

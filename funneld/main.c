@@ -1,0 +1,318 @@
+/*
+ * funneld: the node side of Tailscale Funnel.  The main thread loads the
+ * configuration, opens the listeners, drops privileges, starts the workers
+ * and then handles signals, systemd notifications and metrics.
+ */
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <systemd/sd-daemon.h>
+
+#include "funneld.h"
+#include "log.h"
+
+#define STATUS_INTERVAL 5               /* seconds between STATUS= updates */
+
+struct server server;
+
+static struct event_base *main_base;
+static struct event *shutdown_timer, *workers_done_ev;
+static const char *config_path = CONFIG_DEFAULT_PATH;
+static atomic_uint workers_running;
+static uint64_t watchdog_usec;
+
+static void __attribute__((noreturn))
+usage(int code)
+{
+	fprintf(code ? stderr : stdout,
+	    "usage: funneld [-t] [-c file]\n"
+	    "       funneld -V | -h\n"
+	    "  -c file  configuration file (default %s)\n"
+	    "  -t       check the configuration and certificates, then exit\n"
+	    "  -V       print the version\n"
+	    "  -h       print this help\n", CONFIG_DEFAULT_PATH);
+	exit(code);
+}
+
+static void
+notify_status(void)
+{
+	sd_notifyf(0, "STATUS=%u connections open", atomic_load(&server.conns_open));
+}
+
+static void
+on_status_tick(evutil_socket_t fd, short what, void *arg)
+{
+	if (watchdog_usec > 0)
+		sd_notify(0, "WATCHDOG=1");
+	notify_status();
+}
+
+static void
+reload(void)
+{
+	char err[CONFIG_ERR_MAX];
+	struct snapshot *s, *old;
+
+	sd_notify(0, "RELOADING=1");
+	if ((s = snapshot_load(config_path, err, sizeof(err))) == NULL) {
+		log_warnx("reload failed, keeping the running configuration: %s", err);
+		sd_notify(0, "READY=1");
+		return;
+	}
+	old = snapshot_acquire();
+	const struct config *a = old->cfg, *b = s->cfg;
+	if (a->nlistens != b->nlistens || a->workers != b->workers ||
+	    (a->user == NULL) != (b->user == NULL) || (a->user && strcmp(a->user, b->user) != 0) ||
+	    (a->metrics == NULL) != (b->metrics == NULL) || (a->metrics && strcmp(a->metrics, b->metrics) != 0))
+		log_notice("reload: changes to listen, workers, user or metrics take effect at the next restart");
+	else
+		for (size_t i = 0; i < a->nlistens; i++)
+			if (strcmp(a->listens[i].text, b->listens[i].text) != 0)
+				log_notice("reload: changes to listen take effect at the next restart");
+	snapshot_release(old);
+	log_set_level(s->cfg->log_level);
+	snapshot_install(s);
+	log_notice("configuration reloaded from %s", config_path);
+	sd_notify(0, "READY=1");
+}
+
+static void
+begin_stop(void)
+{
+	struct timeval tv = { 0, 0 };
+	struct snapshot *s;
+
+	if (atomic_load(&server.phase) != PHASE_RUNNING)
+		return;
+	s = snapshot_acquire();
+	tv.tv_sec = s->cfg->shutdown_timeout;
+	snapshot_release(s);
+	sd_notify(0, "STOPPING=1");
+	log_notice("stopping: no new connections; %u open ones have %lds to finish",
+	    atomic_load(&server.conns_open), (long)tv.tv_sec);
+	atomic_store(&server.phase, PHASE_DRAINING);
+	for (size_t i = 0; i < server.nworkers; i++)
+		worker_notify(&server.workers[i]);
+	evtimer_add(shutdown_timer, &tv);
+}
+
+static void
+on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	switch (sig) {
+	case SIGHUP:
+		reload();
+		break;
+	case SIGTERM:
+	case SIGINT:
+		begin_stop();
+		break;
+	}
+}
+
+static void
+on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	log_notice("shutdown_timeout reached: closing %u connections", atomic_load(&server.conns_open));
+	atomic_store(&server.phase, PHASE_STOPPING);
+	for (size_t i = 0; i < server.nworkers; i++)
+		worker_notify(&server.workers[i]);
+}
+
+static void
+on_worker_done(evutil_socket_t fd, short what, void *arg)
+{
+	if (atomic_load(&workers_running) == 0)
+		event_base_loopbreak(main_base);
+}
+
+/* Called by each worker thread as it leaves its loop. */
+static void
+worker_exited(void)
+{
+	atomic_fetch_sub(&workers_running, 1);
+	event_active(workers_done_ev, EV_READ, 0);
+}
+
+static void
+raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+/* Become `user` once sockets and keys are open; refuse to go on otherwise. */
+static void
+drop_privileges(const char *user)
+{
+	struct passwd *pw;
+
+	if (user == NULL || geteuid() != 0)
+		return;
+	if ((pw = getpwnam(user)) == NULL)
+		fatalx("user %s: no such user", user);
+	if (setgroups(0, NULL) != 0 || setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0)
+		fatal("cannot become user %s", user);
+	if (setuid(0) == 0 || getuid() != pw->pw_uid || getgid() != pw->pw_gid)
+		fatalx("privileges not dropped to %s", user);
+	log_info("running as user %s (uid %u, gid %u)", user, (unsigned)pw->pw_uid, (unsigned)pw->pw_gid);
+}
+
+static unsigned
+worker_count(const struct config *cfg)
+{
+	long n;
+
+	if (cfg->workers > 0)
+		return cfg->workers;
+	n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n > 0 ? (unsigned)n : 1;
+}
+
+int
+main(int argc, char **argv)
+{
+	char err[CONFIG_ERR_MAX];
+	struct snapshot *snap;
+	bool check_only = false;
+	int ch;
+
+	while ((ch = getopt(argc, argv, "c:thV")) != -1) {
+		switch (ch) {
+		case 'c':
+			config_path = optarg;
+			break;
+		case 't':
+			check_only = true;
+			break;
+		case 'V':
+			printf("funneld %s\n", FUNNELD_VERSION);
+			return 0;
+		case 'h':
+			usage(0);
+		default:
+			usage(2);
+		}
+	}
+	if (optind != argc)
+		usage(2);
+
+	log_init();
+	if (evthread_use_pthreads() != 0)
+		fatalx("libevent: no thread support");
+	if ((snap = snapshot_load(config_path, err, sizeof(err))) == NULL) {
+		fprintf(stderr, "%s\n", err);
+		if (!check_only)
+			log_warnx("not started: %s", err);
+		return 1;
+	}
+	if (check_only) {
+		printf("configuration OK\n");
+		snapshot_release(snap);
+		tls_global_done();
+		tls_thread_done();
+		return 0;
+	}
+	log_set_level(snap->cfg->log_level);
+	snapshot_install(snap);
+	signal(SIGPIPE, SIG_IGN);
+	raise_nofile();
+
+	int activated = listeners_adopt_activated();
+	if (activated < 0)
+		fatalx("socket activation: cannot adopt the passed sockets");
+	if (activated == 0 && listeners_open(snap->cfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "%s\n", err);
+		if (log_to_journal())
+			log_warnx("not started: %s", err);
+		return 1;
+	}
+	if (activated > 0 && snap->cfg->nlistens > 0)
+		log_info("socket-activated: %d sockets; listen = ignored", activated);
+
+	if ((main_base = event_base_new()) == NULL)
+		fatalx("event_base_new failed");
+	if (snap->cfg->metrics != NULL && metrics_listen(main_base, snap->cfg->metrics, err, sizeof(err)) != 0)
+		fatalx("%s", err);
+	drop_privileges(snap->cfg->user);
+
+	server.nworkers = worker_count(snap->cfg);
+	if ((server.workers = calloc(server.nworkers, sizeof(*server.workers))) == NULL)
+		fatal("calloc");
+	shutdown_timer = evtimer_new(main_base, on_shutdown_timeout, NULL);
+	workers_done_ev = event_new(main_base, -1, EV_PERSIST, on_worker_done, NULL);
+	struct event *sigs[] = {
+		evsignal_new(main_base, SIGHUP, on_signal, NULL),
+		evsignal_new(main_base, SIGTERM, on_signal, NULL),
+		evsignal_new(main_base, SIGINT, on_signal, NULL),
+	};
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		if (sigs[i] == NULL || evsignal_add(sigs[i], NULL) != 0)
+			fatalx("cannot install signal handlers");
+	/* Workers must not take these signals: block them before starting threads. */
+	sigset_t set, old;
+	sigemptyset(&set);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &set, &old);
+	atomic_store(&workers_running, (unsigned)server.nworkers);
+	for (size_t i = 0; i < server.nworkers; i++) {
+		server.workers[i].id = (unsigned)i;
+		server.workers[i].on_exit = worker_exited;
+		if (worker_start(&server.workers[i]) != 0)
+			fatal("cannot start worker %zu", i);
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+
+	struct timeval tick = { STATUS_INTERVAL, 0 };
+	if (sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec / 2 < (uint64_t)tick.tv_sec * 1000000) {
+		tick.tv_sec = (time_t)(watchdog_usec / 2 / 1000000);
+		tick.tv_usec = (suseconds_t)(watchdog_usec / 2 % 1000000);
+	}
+	struct event *status_ev = event_new(main_base, -1, EV_PERSIST, on_status_tick, NULL);
+	if (status_ev == NULL || event_add(status_ev, &tick) != 0)
+		fatalx("cannot start the status timer");
+
+	for (size_t i = 0; i < server.nlisteners; i++)
+		log_info("listening on %s", server.listeners[i].text);
+	log_notice("funneld %s started: %zu listeners, %zu workers", FUNNELD_VERSION, server.nlisteners,
+	    server.nworkers);
+	sd_notify(0, "READY=1");
+	notify_status();
+
+	event_base_loop(main_base, EVLOOP_NO_EXIT_ON_EMPTY);
+
+	for (size_t i = 0; i < server.nworkers; i++) {
+		pthread_join(server.workers[i].thread, NULL);
+		worker_free(&server.workers[i]);
+	}
+	log_notice("stopped");
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		event_free(sigs[i]);
+	event_free(status_ev);
+	event_free(shutdown_timer);
+	event_free(workers_done_ev);
+	metrics_close();
+	event_base_free(main_base);
+	listeners_close();
+	free(server.workers);
+	snapshot_install(NULL);
+	tls_global_done();
+	tls_thread_done();
+	return 0;
+}

@@ -1,0 +1,250 @@
+/* Counters and GET /metrics in the Prometheus text format (evhttp). */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+
+#include "funneld.h"
+#include "log.h"
+
+static const char *const result_names[RESULT_COUNT] = {
+	[RESULT_OK] = "ok",
+	[RESULT_REFUSED_400] = "refused_400",
+	[RESULT_REFUSED_403] = "refused_403",
+	[RESULT_REFUSED_404] = "refused_404",
+	[RESULT_REFUSED_405] = "refused_405",
+	[RESULT_REFUSED_408] = "refused_408",
+	[RESULT_REFUSED_431] = "refused_431",
+	[RESULT_REFUSED_502] = "refused_502",
+	[RESULT_REFUSED_503] = "refused_503",
+	[RESULT_HANDSHAKE_FAILED] = "handshake_failed",
+	[RESULT_HANDSHAKE_TIMEOUT] = "handshake_timeout",
+	[RESULT_IDLE_TIMEOUT] = "idle_timeout",
+	[RESULT_RELAY_ERROR] = "relay_error",
+	[RESULT_BACKEND_ERROR] = "backend_error",
+	[RESULT_SHUTDOWN] = "shutdown",
+};
+
+/* Handshake failure reasons, as tls_failure_reason() names them. */
+static const char *const hs_reasons[] = {
+	"timeout", "unrecognized_name", "eof", "reset", "no_shared_cipher", "protocol_version",
+	"client_alert", "not_tls", "bad_client_hello", "other",
+};
+#define NHS_REASONS (sizeof(hs_reasons) / sizeof(hs_reasons[0]))
+
+static atomic_ullong results[RESULT_COUNT];
+static atomic_ullong hs_failures[NHS_REASONS];
+static atomic_ullong total_bytes_in, total_bytes_out;
+
+static pthread_mutex_t backends_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct backend_stats *backends;
+
+static struct evhttp *http;
+static char *metrics_path;              /* unix socket to remove at exit */
+
+const char *
+conn_result_name(enum conn_result r)
+{
+	return r < RESULT_COUNT ? result_names[r] : "unknown";
+}
+
+enum conn_result
+conn_result_for_status(int status)
+{
+	switch (status) {
+	case 400: return RESULT_REFUSED_400;
+	case 403: return RESULT_REFUSED_403;
+	case 404: return RESULT_REFUSED_404;
+	case 405: return RESULT_REFUSED_405;
+	case 408: return RESULT_REFUSED_408;
+	case 431: return RESULT_REFUSED_431;
+	case 502: return RESULT_REFUSED_502;
+	case 503: return RESULT_REFUSED_503;
+	default: return RESULT_RELAY_ERROR;
+	}
+}
+
+struct backend_stats *
+metrics_backend(const char *name)
+{
+	struct backend_stats *b;
+
+	pthread_mutex_lock(&backends_lock);
+	for (b = backends; b != NULL; b = b->next)
+		if (strcmp(b->name, name) == 0)
+			goto out;
+	if ((b = calloc(1, sizeof(*b))) == NULL || (b->name = strdup(name)) == NULL) {
+		free(b);
+		b = NULL;
+		goto out;
+	}
+	b->next = backends;
+	backends = b;
+out:
+	pthread_mutex_unlock(&backends_lock);
+	return b;
+}
+
+void
+metrics_conn_end(enum conn_result r, const char *hs_reason, struct backend_stats *b, uint64_t in, uint64_t out)
+{
+	atomic_fetch_add_explicit(&results[r], 1, memory_order_relaxed);
+	if (r == RESULT_HANDSHAKE_FAILED || r == RESULT_HANDSHAKE_TIMEOUT) {
+		size_t i;
+		for (i = 0; i < NHS_REASONS - 1; i++)
+			if (hs_reason != NULL && strcmp(hs_reason, hs_reasons[i]) == 0)
+				break;
+		atomic_fetch_add_explicit(&hs_failures[i], 1, memory_order_relaxed);
+	}
+	atomic_fetch_add_explicit(&total_bytes_in, in, memory_order_relaxed);
+	atomic_fetch_add_explicit(&total_bytes_out, out, memory_order_relaxed);
+	if (b != NULL) {
+		atomic_fetch_add_explicit(&b->conns, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&b->bytes_in, in, memory_order_relaxed);
+		atomic_fetch_add_explicit(&b->bytes_out, out, memory_order_relaxed);
+	}
+}
+
+char *
+metrics_render(unsigned conns_open, size_t *lenp)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+
+	if (f == NULL)
+		return NULL;
+	fprintf(f, "# HELP funneld_connections_open Relay connections currently open.\n"
+	    "# TYPE funneld_connections_open gauge\nfunneld_connections_open %u\n", conns_open);
+	fprintf(f, "# HELP funneld_connections_total Relay connections ended, by how they ended.\n"
+	    "# TYPE funneld_connections_total counter\n");
+	for (int r = 0; r < RESULT_COUNT; r++)
+		fprintf(f, "funneld_connections_total{result=\"%s\"} %llu\n", result_names[r],
+		    (unsigned long long)atomic_load(&results[r]));
+	fprintf(f, "# HELP funneld_handshake_failures_total TLS handshakes that failed, by reason.\n"
+	    "# TYPE funneld_handshake_failures_total counter\n");
+	for (size_t i = 0; i < NHS_REASONS; i++)
+		fprintf(f, "funneld_handshake_failures_total{reason=\"%s\"} %llu\n", hs_reasons[i],
+		    (unsigned long long)atomic_load(&hs_failures[i]));
+	fprintf(f, "# HELP funneld_bytes_in_total Decrypted bytes from clients to backends.\n"
+	    "# TYPE funneld_bytes_in_total counter\nfunneld_bytes_in_total %llu\n",
+	    (unsigned long long)atomic_load(&total_bytes_in));
+	fprintf(f, "# HELP funneld_bytes_out_total Bytes from backends to clients, before encryption.\n"
+	    "# TYPE funneld_bytes_out_total counter\nfunneld_bytes_out_total %llu\n",
+	    (unsigned long long)atomic_load(&total_bytes_out));
+	fprintf(f, "# HELP funneld_backend_connections_total Connections spliced to each backend.\n"
+	    "# TYPE funneld_backend_connections_total counter\n");
+	pthread_mutex_lock(&backends_lock);
+	for (struct backend_stats *b = backends; b != NULL; b = b->next)
+		fprintf(f, "funneld_backend_connections_total{backend=\"%s\"} %llu\n", b->name,
+		    (unsigned long long)atomic_load(&b->conns));
+	fprintf(f, "# TYPE funneld_backend_bytes_in_total counter\n");
+	for (struct backend_stats *b = backends; b != NULL; b = b->next)
+		fprintf(f, "funneld_backend_bytes_in_total{backend=\"%s\"} %llu\n", b->name,
+		    (unsigned long long)atomic_load(&b->bytes_in));
+	fprintf(f, "# TYPE funneld_backend_bytes_out_total counter\n");
+	for (struct backend_stats *b = backends; b != NULL; b = b->next)
+		fprintf(f, "funneld_backend_bytes_out_total{backend=\"%s\"} %llu\n", b->name,
+		    (unsigned long long)atomic_load(&b->bytes_out));
+	pthread_mutex_unlock(&backends_lock);
+	if (fclose(f) != 0) {
+		free(buf);
+		return NULL;
+	}
+	*lenp = len;
+	return buf;
+}
+
+static void
+on_metrics(struct evhttp_request *req, void *arg)
+{
+	struct evbuffer *out;
+	size_t len;
+	char *text;
+
+	if (evhttp_request_get_command(req) != EVHTTP_REQ_GET && evhttp_request_get_command(req) != EVHTTP_REQ_HEAD) {
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+		evhttp_send_error(req, 405, NULL);
+		return;
+	}
+	if ((text = metrics_render(atomic_load(&server.conns_open), &len)) == NULL ||
+	    (out = evbuffer_new()) == NULL) {
+		free(text);
+		evhttp_send_error(req, 500, NULL);
+		return;
+	}
+	evbuffer_add(out, text, len);
+	free(text);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+	    "text/plain; version=0.0.4; charset=utf-8");
+	evhttp_send_reply(req, 200, "OK", out);
+	evbuffer_free(out);
+}
+
+static void
+on_other(struct evhttp_request *req, void *arg)
+{
+	evhttp_send_error(req, 404, NULL);
+}
+
+int
+metrics_listen(struct event_base *base, const char *where, char *err, size_t errlen)
+{
+	struct listen_addr la;
+	int fd = -1;
+
+	if (parse_listen(where, &la) != 0) {
+		snprintf(err, errlen, "metrics: bad address \"%s\"", where);
+		return -1;
+	}
+	if ((http = evhttp_new(base)) == NULL)
+		goto fail;
+	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST);
+	evhttp_set_cb(http, "/metrics", on_metrics, NULL);
+	evhttp_set_gencb(http, on_other, NULL);
+	evhttp_set_timeout(http, 10);
+	if (la.kind == LISTEN_UNIX) {
+		const char *path = ((struct sockaddr_un *)&la.ss)->sun_path;
+		unlink(path);
+		if ((metrics_path = strdup(path)) == NULL)
+			goto fail;
+	}
+	if ((fd = socket(la.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0)
+		goto fail;
+	int one = 1;
+	if (la.kind == LISTEN_TCP)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&la.ss, la.sslen) != 0 || listen(fd, 64) != 0)
+		goto fail;
+	if (evhttp_accept_socket(http, fd) != 0)
+		goto fail;
+	return 0;
+fail:
+	snprintf(err, errlen, "metrics %s: %s", where, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
+void
+metrics_close(void)
+{
+	if (http != NULL) {
+		evhttp_free(http);
+		http = NULL;
+	}
+	if (metrics_path != NULL) {
+		unlink(metrics_path);
+		free(metrics_path);
+		metrics_path = NULL;
+	}
+}

@@ -1,0 +1,578 @@
+/* TLS with mbedTLS; see tls.h. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/ecp.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/error.h>
+#include <mbedtls/oid.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/ssl_cache.h>
+#include <mbedtls/ssl_ticket.h>
+#include <mbedtls/version.h>
+#include <mbedtls/x509_crt.h>
+
+#include "tls.h"
+
+#define SESSION_CACHE_MAX 20000
+
+#if MBEDTLS_VERSION_MAJOR >= 3
+#define SSL_BIO(ssl) mbedtls_ssl_get_user_data_p(ssl)
+#else
+#define SSL_BIO(ssl) ((ssl)->p_bio)
+#endif
+
+struct tls_cert {
+	char *cert_path, *key_path;
+	mbedtls_x509_crt chain;
+	mbedtls_pk_context key;
+	char **names;                   /* DNS names the leaf is valid for, lower case */
+	size_t nnames;
+};
+
+struct tls_server {
+	mbedtls_ssl_config conf;
+	struct tls_cert *cert;          /* served when SNI names the target or nothing */
+	const char **alpn;              /* NULL-terminated, or NULL for no ALPN */
+};
+
+/* Ticket keys are shared by every snapshot with the same rotation period,
+ * so that a reload does not invalidate the sessions clients hold. */
+struct ticket_keys {
+	mbedtls_ssl_ticket_context ctx;
+	unsigned rotation;
+	unsigned refs;
+};
+
+struct tls_ctx {
+	struct tls_cert *certs;
+	size_t ncerts;
+	struct tls_server *servers;     /* one per backend, same order */
+	size_t nservers;
+	mbedtls_ecp_group_id *curves;
+	struct ticket_keys *tickets;    /* NULL when session_tickets = no */
+};
+
+static pthread_mutex_t global_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ticket_keys *current_tickets;
+static mbedtls_ssl_cache_context session_cache;
+static bool session_cache_ready;
+
+/* One DRBG per thread: mbedTLS's own locking would serialise the workers. */
+static __thread mbedtls_entropy_context *thread_entropy;
+static __thread mbedtls_ctr_drbg_context *thread_drbg;
+
+int
+tls_thread_init(void)
+{
+	static const char pers[] = "funneld";
+
+	if (thread_drbg != NULL)
+		return 0;
+	thread_entropy = calloc(1, sizeof(*thread_entropy));
+	thread_drbg = calloc(1, sizeof(*thread_drbg));
+	if (thread_entropy == NULL || thread_drbg == NULL)
+		return -1;
+	mbedtls_entropy_init(thread_entropy);
+	mbedtls_ctr_drbg_init(thread_drbg);
+	if (mbedtls_ctr_drbg_seed(thread_drbg, mbedtls_entropy_func, thread_entropy,
+	    (const unsigned char *)pers, sizeof(pers) - 1) != 0)
+		return -1;
+	return 0;
+}
+
+void
+tls_thread_done(void)
+{
+	if (thread_drbg != NULL) {
+		mbedtls_ctr_drbg_free(thread_drbg);
+		mbedtls_entropy_free(thread_entropy);
+		free(thread_drbg);
+		free(thread_entropy);
+		thread_drbg = NULL;
+		thread_entropy = NULL;
+	}
+}
+
+static int
+thread_random(void *unused, unsigned char *out, size_t len)
+{
+	if (thread_drbg == NULL && tls_thread_init() != 0)
+		return MBEDTLS_ERR_CTR_DRBG_ENTROPY_SOURCE_FAILED;
+	return mbedtls_ctr_drbg_random(thread_drbg, out, len);
+}
+
+void
+tls_global_done(void)
+{
+	pthread_mutex_lock(&global_lock);
+	if (session_cache_ready) {
+		mbedtls_ssl_cache_free(&session_cache);
+		session_cache_ready = false;
+	}
+	pthread_mutex_unlock(&global_lock);
+}
+
+const char *
+tls_strerror(int err, char *buf, size_t len)
+{
+	mbedtls_strerror(err, buf, len);
+	return buf;
+}
+
+/* The socket glue: non-blocking send/recv mapped to mbedTLS's WANT_*. */
+static int
+bio_send(void *arg, const unsigned char *buf, size_t len)
+{
+	struct tls_io *io = arg;
+	ssize_t n = send(io->fd, buf, len, MSG_NOSIGNAL);
+
+	if (n >= 0)
+		return (int)n;
+	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+		return MBEDTLS_ERR_SSL_WANT_WRITE;
+	if (errno == EPIPE || errno == ECONNRESET)
+		return MBEDTLS_ERR_NET_CONN_RESET;
+	return MBEDTLS_ERR_NET_SEND_FAILED;
+}
+
+static int
+bio_recv(void *arg, unsigned char *buf, size_t len)
+{
+	struct tls_io *io = arg;
+	ssize_t n = recv(io->fd, buf, len, 0);
+
+	if (n >= 0)
+		return (int)n;          /* 0 is EOF: mbedTLS reports MBEDTLS_ERR_SSL_CONN_EOF */
+	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+		return MBEDTLS_ERR_SSL_WANT_READ;
+	if (errno == ECONNRESET)
+		return MBEDTLS_ERR_NET_CONN_RESET;
+	return MBEDTLS_ERR_NET_RECV_FAILED;
+}
+
+static bool
+name_matches(const char *pattern, const char *name)
+{
+	if (strcasecmp(pattern, name) == 0)
+		return true;
+	/* "*.example.com" covers exactly one more label. */
+	if (pattern[0] == '*' && pattern[1] == '.') {
+		const char *dot = strchr(name, '.');
+		return dot != NULL && dot != name && strcasecmp(dot + 1, pattern + 2) == 0;
+	}
+	return false;
+}
+
+static bool
+cert_covers(const struct tls_cert *c, const char *name)
+{
+	for (size_t i = 0; i < c->nnames; i++)
+		if (name_matches(c->names[i], name))
+			return true;
+	return false;
+}
+
+static int
+add_name(struct tls_cert *c, const unsigned char *p, size_t len)
+{
+	char **v = realloc(c->names, (c->nnames + 1) * sizeof(*v));
+	if (v == NULL)
+		return -1;
+	c->names = v;
+	if ((v[c->nnames] = strndup((const char *)p, len)) == NULL)
+		return -1;
+	for (char *s = v[c->nnames]; *s; s++)
+		if (*s >= 'A' && *s <= 'Z')
+			*s += 'a' - 'A';
+	c->nnames++;
+	return 0;
+}
+
+/* The leaf's DNS subjectAltNames, or its CN when it has none. */
+static int
+collect_names(struct tls_cert *c)
+{
+	const mbedtls_x509_sequence *san;
+
+	for (san = &c->chain.subject_alt_names; san != NULL && san->buf.p != NULL; san = san->next)
+		if ((san->buf.tag & MBEDTLS_ASN1_TAG_VALUE_MASK) == MBEDTLS_X509_SAN_DNS_NAME &&
+		    add_name(c, san->buf.p, san->buf.len) != 0)
+			return -1;
+	if (c->nnames > 0)
+		return 0;
+	for (const mbedtls_x509_name *n = &c->chain.subject; n != NULL; n = n->next)
+		if (n->oid.p != NULL && MBEDTLS_OID_CMP(MBEDTLS_OID_AT_CN, &n->oid) == 0 &&
+		    add_name(c, n->val.p, n->val.len) != 0)
+			return -1;
+	return 0;
+}
+
+static void
+cert_free(struct tls_cert *c)
+{
+	mbedtls_x509_crt_free(&c->chain);
+	mbedtls_pk_free(&c->key);
+	for (size_t i = 0; i < c->nnames; i++)
+		free(c->names[i]);
+	free(c->names);
+	free(c->cert_path);
+	free(c->key_path);
+}
+
+static int
+readable(const char *path, const char *what, const char *cfgpath, int line, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "r");
+
+	if (f == NULL) {
+		snprintf(err, errlen, "%s:%d: cannot read %s %s: %s", cfgpath, line, what, path, strerror(errno));
+		return -1;
+	}
+	fclose(f);
+	return 0;
+}
+
+/* Load (or find, when already loaded) the pair cert/key. */
+static struct tls_cert *
+load_cert(struct tls_ctx *ctx, const struct config *cfg, const struct tls_conf *tc, char *err, size_t errlen)
+{
+	char ebuf[160];
+	int ret;
+
+	for (size_t i = 0; i < ctx->ncerts; i++)
+		if (strcmp(ctx->certs[i].cert_path, tc->cert) == 0 && strcmp(ctx->certs[i].key_path, tc->key) == 0)
+			return &ctx->certs[i];
+
+	if (readable(tc->cert, "certificate", cfg->path, tc->cert_line, err, errlen) != 0 ||
+	    readable(tc->key, "key", cfg->path, tc->key_line, err, errlen) != 0)
+		return NULL;
+
+	struct tls_cert *c = &ctx->certs[ctx->ncerts];
+	memset(c, 0, sizeof(*c));
+	mbedtls_x509_crt_init(&c->chain);
+	mbedtls_pk_init(&c->key);
+	c->cert_path = strdup(tc->cert);
+	c->key_path = strdup(tc->key);
+	ctx->ncerts++;
+	if (c->cert_path == NULL || c->key_path == NULL) {
+		snprintf(err, errlen, "%s: out of memory", cfg->path);
+		return NULL;
+	}
+	if ((ret = mbedtls_x509_crt_parse_file(&c->chain, tc->cert)) != 0) {
+		snprintf(err, errlen, "%s:%d: bad certificate %s: %s", cfg->path, tc->cert_line, tc->cert,
+		    tls_strerror(ret, ebuf, sizeof(ebuf)));
+		return NULL;
+	}
+#if MBEDTLS_VERSION_MAJOR >= 3
+	ret = mbedtls_pk_parse_keyfile(&c->key, tc->key, NULL, thread_random, NULL);
+#else
+	ret = mbedtls_pk_parse_keyfile(&c->key, tc->key, NULL);
+#endif
+	if (ret != 0) {
+		snprintf(err, errlen, "%s:%d: bad key %s: %s", cfg->path, tc->key_line, tc->key,
+		    tls_strerror(ret, ebuf, sizeof(ebuf)));
+		return NULL;
+	}
+#if MBEDTLS_VERSION_MAJOR >= 3
+	ret = mbedtls_pk_check_pair(&c->chain.pk, &c->key, thread_random, NULL);
+#else
+	ret = mbedtls_pk_check_pair(&c->chain.pk, &c->key);
+#endif
+	if (ret != 0) {
+		snprintf(err, errlen, "%s:%d: key %s does not match certificate %s", cfg->path, tc->key_line,
+		    tc->key, tc->cert);
+		return NULL;
+	}
+	if (!mbedtls_pk_can_do(&c->key, MBEDTLS_PK_ECDSA) && !mbedtls_pk_can_do(&c->key, MBEDTLS_PK_RSA)) {
+		snprintf(err, errlen, "%s:%d: key %s is neither ECDSA nor RSA", cfg->path, tc->key_line, tc->key);
+		return NULL;
+	}
+	if (collect_names(c) != 0) {
+		snprintf(err, errlen, "%s: out of memory", cfg->path);
+		return NULL;
+	}
+	return c;
+}
+
+/*
+ * SNI: the target's own name or a name its certificate covers keeps the
+ * target's certificate; a name another configured certificate covers
+ * switches to that one; anything else fails closed (unrecognized_name).
+ */
+static int
+on_sni(void *arg, mbedtls_ssl_context *ssl, const unsigned char *name, size_t len)
+{
+	const struct tls_ctx *ctx = arg;
+	struct tls_io *io = SSL_BIO(ssl);
+	const struct tls_cert *own = ctx->servers[io->backend].cert;
+
+	if (len == 0 || len >= sizeof(io->sni) || memchr(name, '\0', len) != NULL) {
+		io->sni_rejected = true;
+		return -1;
+	}
+	memcpy(io->sni, name, len);
+	io->sni[len] = '\0';
+	if (io->sni[len - 1] == '.')
+		io->sni[len - 1] = '\0';
+
+	if (strcasecmp(io->sni, io->target_host) == 0 || cert_covers(own, io->sni))
+		return 0;
+	for (size_t i = 0; i < ctx->ncerts; i++) {
+		struct tls_cert *c = &ctx->certs[i];
+		if (cert_covers(c, io->sni))
+			return mbedtls_ssl_set_hs_own_cert(ssl, &c->chain, &c->key);
+	}
+	io->sni_rejected = true;
+	return -1;
+}
+
+static struct ticket_keys *
+tickets_get(unsigned rotation)
+{
+	struct ticket_keys *t = NULL;
+
+	pthread_mutex_lock(&global_lock);
+	if (current_tickets != NULL && current_tickets->rotation == rotation) {
+		t = current_tickets;
+		t->refs++;
+		goto out;
+	}
+	if ((t = calloc(1, sizeof(*t))) == NULL)
+		goto out;
+	mbedtls_ssl_ticket_init(&t->ctx);
+	/* mbedTLS rotates the key every `rotation` seconds, keeps the previous
+	 * one, and refuses tickets older than that: exactly ticket_rotation. */
+	if (mbedtls_ssl_ticket_setup(&t->ctx, thread_random, NULL, MBEDTLS_CIPHER_AES_256_GCM, rotation) != 0) {
+		mbedtls_ssl_ticket_free(&t->ctx);
+		free(t);
+		t = NULL;
+		goto out;
+	}
+	t->rotation = rotation;
+	t->refs = 1;
+	if (current_tickets != NULL && --current_tickets->refs == 0) {
+		mbedtls_ssl_ticket_free(&current_tickets->ctx);
+		free(current_tickets);
+	}
+	current_tickets = t;
+	t->refs++;              /* the reference current_tickets holds */
+out:
+	pthread_mutex_unlock(&global_lock);
+	return t;
+}
+
+static void
+tickets_put(struct ticket_keys *t)
+{
+	if (t == NULL)
+		return;
+	pthread_mutex_lock(&global_lock);
+	if (--t->refs == 0) {
+		if (current_tickets == t)
+			current_tickets = NULL;
+		mbedtls_ssl_ticket_free(&t->ctx);
+		free(t);
+	}
+	pthread_mutex_unlock(&global_lock);
+}
+
+static void
+session_cache_init(unsigned timeout)
+{
+	pthread_mutex_lock(&global_lock);
+	if (!session_cache_ready) {
+		mbedtls_ssl_cache_init(&session_cache);
+		mbedtls_ssl_cache_set_max_entries(&session_cache, SESSION_CACHE_MAX);
+		session_cache_ready = true;
+	}
+	mbedtls_ssl_cache_set_timeout(&session_cache, (int)timeout);
+	pthread_mutex_unlock(&global_lock);
+}
+
+static const char **
+alpn_list(const struct strlist *l)
+{
+	const char **v;
+
+	if (l->n == 0)
+		return NULL;
+	if ((v = calloc(l->n + 1, sizeof(*v))) == NULL)
+		return NULL;
+	for (size_t i = 0; i < l->n; i++)
+		v[i] = l->v[i];
+	return v;
+}
+
+static int
+server_setup(struct tls_ctx *ctx, const struct config *cfg, struct tls_server *s, const struct backend_conf *b,
+    char *err, size_t errlen)
+{
+	struct tls_conf tc = cfg->tls;
+	int ret;
+
+	if (b->tls.cert != NULL) {
+		tc.cert = b->tls.cert;
+		tc.key = b->tls.key;
+		tc.cert_line = b->tls.cert_line;
+		tc.key_line = b->tls.key_line;
+	}
+	if (b->tls.alpn_set)
+		tc.alpn = b->tls.alpn;
+	if (tc.cert == NULL || tc.key == NULL) {
+		snprintf(err, errlen, "%s:%d: backend %s: no cert and key (in [tls] or the section)", cfg->path,
+		    b->line, b->name);
+		return -1;
+	}
+	if ((s->cert = load_cert(ctx, cfg, &tc, err, errlen)) == NULL)
+		return -1;
+
+	mbedtls_ssl_config *c = &s->conf;
+	if ((ret = mbedtls_ssl_config_defaults(c, MBEDTLS_SSL_IS_SERVER, MBEDTLS_SSL_TRANSPORT_STREAM,
+	    MBEDTLS_SSL_PRESET_DEFAULT)) != 0) {
+		snprintf(err, errlen, "%s: mbedtls_ssl_config_defaults failed (%d)", cfg->path, ret);
+		return -1;
+	}
+	mbedtls_ssl_conf_rng(c, thread_random, NULL);
+	/* TLS 1.2 only: the ECDHE + AEAD suites below exist nowhere else in 2.28. */
+	mbedtls_ssl_conf_min_version(c, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+	mbedtls_ssl_conf_max_version(c, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+	mbedtls_ssl_conf_renegotiation(c, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
+	mbedtls_ssl_conf_ciphersuites(c, cfg->ciphers);
+	mbedtls_ssl_conf_curves(c, ctx->curves);
+	mbedtls_ssl_conf_sni(c, on_sni, ctx);
+	if ((ret = mbedtls_ssl_conf_own_cert(c, &s->cert->chain, &s->cert->key)) != 0) {
+		snprintf(err, errlen, "%s: mbedtls_ssl_conf_own_cert failed (%d)", cfg->path, ret);
+		return -1;
+	}
+	if (tc.alpn.n > 0) {
+		if ((s->alpn = alpn_list(&tc.alpn)) == NULL ||
+		    mbedtls_ssl_conf_alpn_protocols(c, s->alpn) != 0) {
+			snprintf(err, errlen, "%s: bad alpn list", cfg->path);
+			return -1;
+		}
+	}
+	if (ctx->tickets != NULL)
+		mbedtls_ssl_conf_session_tickets_cb(c, mbedtls_ssl_ticket_write, mbedtls_ssl_ticket_parse,
+		    &ctx->tickets->ctx);
+	mbedtls_ssl_conf_session_cache(c, &session_cache, mbedtls_ssl_cache_get, mbedtls_ssl_cache_set);
+	return 0;
+}
+
+int
+tls_load(const struct config *cfg, struct tls_ctx **out, char *err, size_t errlen)
+{
+	struct tls_ctx *ctx;
+
+	if (tls_thread_init() != 0) {
+		snprintf(err, errlen, "%s: cannot seed the random generator", cfg->path);
+		return -1;
+	}
+	if ((ctx = calloc(1, sizeof(*ctx))) == NULL)
+		goto oom;
+	/* At most one certificate per backend plus [tls]'s. */
+	ctx->certs = calloc(cfg->nbackends + 1, sizeof(*ctx->certs));
+	ctx->servers = calloc(cfg->nbackends ? cfg->nbackends : 1, sizeof(*ctx->servers));
+	ctx->curves = calloc(cfg->ncurves + 1, sizeof(*ctx->curves));
+	if (ctx->certs == NULL || ctx->servers == NULL || ctx->curves == NULL)
+		goto oom;
+	for (size_t i = 0; i < cfg->ncurves; i++)
+		ctx->curves[i] = (mbedtls_ecp_group_id)cfg->curves[i];
+	ctx->curves[cfg->ncurves] = MBEDTLS_ECP_DP_NONE;
+	if (cfg->session_tickets && (ctx->tickets = tickets_get(cfg->ticket_rotation)) == NULL) {
+		snprintf(err, errlen, "%s: cannot set up session tickets", cfg->path);
+		goto fail;
+	}
+	session_cache_init(cfg->ticket_rotation);
+
+	/* [tls] alone must load too, so that -t checks it even without backends. */
+	if (cfg->tls.cert != NULL && cfg->tls.key != NULL && load_cert(ctx, cfg, &cfg->tls, err, errlen) == NULL)
+		goto fail;
+	for (size_t i = 0; i < cfg->nbackends; i++) {
+		mbedtls_ssl_config_init(&ctx->servers[i].conf);
+		ctx->nservers++;
+		if (server_setup(ctx, cfg, &ctx->servers[i], &cfg->backends[i], err, errlen) != 0)
+			goto fail;
+	}
+	*out = ctx;
+	return 0;
+oom:
+	snprintf(err, errlen, "%s: out of memory", cfg->path);
+fail:
+	tls_free(ctx);
+	return -1;
+}
+
+void
+tls_free(struct tls_ctx *ctx)
+{
+	if (ctx == NULL)
+		return;
+	for (size_t i = 0; i < ctx->nservers; i++) {
+		mbedtls_ssl_config_free(&ctx->servers[i].conf);
+		free(ctx->servers[i].alpn);
+	}
+	for (size_t i = 0; i < ctx->ncerts; i++)
+		cert_free(&ctx->certs[i]);
+	tickets_put(ctx->tickets);
+	free(ctx->servers);
+	free(ctx->certs);
+	free(ctx->curves);
+	free(ctx);
+}
+
+int
+tls_conn_setup(const struct tls_ctx *ctx, size_t bi, mbedtls_ssl_context *ssl, struct tls_io *io)
+{
+	int ret;
+
+	io->backend = bi;
+	mbedtls_ssl_init(ssl);
+	if ((ret = mbedtls_ssl_setup(ssl, &ctx->servers[bi].conf)) != 0)
+		return ret;
+#if MBEDTLS_VERSION_MAJOR >= 3
+	mbedtls_ssl_set_user_data_p(ssl, io);
+#endif
+	mbedtls_ssl_set_bio(ssl, io, bio_send, bio_recv, NULL);
+	return 0;
+}
+
+const char *
+tls_failure_reason(int err, const struct tls_io *io)
+{
+	if (io->sni_rejected)
+		return "unrecognized_name";
+	switch (err) {
+	case MBEDTLS_ERR_SSL_CONN_EOF:
+	case MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY:
+		return "eof";
+	case MBEDTLS_ERR_NET_CONN_RESET:
+	case MBEDTLS_ERR_NET_RECV_FAILED:
+	case MBEDTLS_ERR_NET_SEND_FAILED:
+		return "reset";
+	case MBEDTLS_ERR_SSL_NO_CIPHER_CHOSEN:
+	case MBEDTLS_ERR_SSL_NO_USABLE_CIPHERSUITE:
+		return "no_shared_cipher";
+	case MBEDTLS_ERR_SSL_BAD_HS_PROTOCOL_VERSION:
+		return "protocol_version";
+	case MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE:
+		return "client_alert";
+	case MBEDTLS_ERR_SSL_INVALID_RECORD:
+	case MBEDTLS_ERR_SSL_UNEXPECTED_RECORD:
+	case MBEDTLS_ERR_SSL_UNEXPECTED_MESSAGE:
+	case MBEDTLS_ERR_SSL_BAD_INPUT_DATA:
+		return "not_tls";
+	case MBEDTLS_ERR_SSL_BAD_HS_CLIENT_HELLO:
+		return "bad_client_hello";
+	default:
+		return "other";
+	}
+}

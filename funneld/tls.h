@@ -1,0 +1,45 @@
+/* TLS with mbedTLS: certificates, one server configuration per backend,
+ * SNI, ALPN, session tickets and cache, and the socket glue. */
+#ifndef FUNNELD_TLS_H
+#define FUNNELD_TLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <mbedtls/net_sockets.h>
+#include <mbedtls/ssl.h>
+
+#include "config.h"
+
+struct tls_ctx;
+
+/* What a connection's TLS context reaches through its BIO pointer. */
+struct tls_io {
+	int fd;
+	const char *target_host;        /* the target the relay asked for, for SNI */
+	size_t backend;                 /* index of the backend in the configuration */
+	char sni[256];                  /* the client's server name, "" if none */
+	bool sni_rejected;
+};
+
+/* Process-wide: RNG for this thread; call in every thread using TLS. */
+int tls_thread_init(void);
+void tls_thread_done(void);
+void tls_global_done(void);
+
+/*
+ * Load every certificate and key the configuration names and build one
+ * server configuration per backend.  Errors read "FILE:LINE: what".
+ */
+int tls_load(const struct config *cfg, struct tls_ctx **out, char *err, size_t errlen);
+void tls_free(struct tls_ctx *ctx);
+
+/* Prepare ssl for backend number bi of the configuration ctx was built from. */
+int tls_conn_setup(const struct tls_ctx *ctx, size_t bi, mbedtls_ssl_context *ssl, struct tls_io *io);
+
+/* A short, stable name for a handshake failure (for logs and metrics). */
+const char *tls_failure_reason(int mbedtls_err, const struct tls_io *io);
+/* mbedtls_strerror into buf. */
+const char *tls_strerror(int err, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,171 @@
+/*
+ * Workers: each thread owns an event_base, an accept event per listener and
+ * its connections.  Nothing per connection crosses threads; the main thread
+ * only flips server.phase and wakes the workers with worker_notify().
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "funneld.h"
+#include "log.h"
+
+#define ACCEPT_BATCH 64                 /* per wake-up, so one listener cannot starve the rest */
+#define ACCEPT_PAUSE_MS 100             /* after EMFILE/ENFILE */
+
+static void
+accept_enable(struct worker *w, bool on)
+{
+	for (size_t i = 0; i < server.nlisteners; i++) {
+		if (on)
+			event_add(w->accept_ev[i], NULL);
+		else
+			event_del(w->accept_ev[i]);
+	}
+}
+
+static void
+accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+
+	if (atomic_load(&server.phase) == PHASE_RUNNING)
+		accept_enable(w, true);
+}
+
+static void
+on_accept(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	const struct listener *l = NULL;
+	static _Atomic time_t last_warning;
+
+	for (size_t i = 0; i < server.nlisteners; i++)
+		if (server.listeners[i].fd == fd)
+			l = &server.listeners[i];
+	for (int i = 0; i < ACCEPT_BATCH; i++) {
+		int s = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (s >= 0) {
+			conn_accept(w, s, l);
+			continue;
+		}
+		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+			/*
+			 * Out of descriptors: the pending connection stays in the
+			 * backlog and the listener stays readable, so polling it now
+			 * would spin.  Stop accepting for a moment instead.
+			 */
+			time_t now = time(NULL);
+			if (atomic_exchange(&last_warning, now) != now)
+				log_warn("accept on %s", l ? l->text : "listener");
+			struct timeval tv = { 0, ACCEPT_PAUSE_MS * 1000 };
+			accept_enable(w, false);
+			evtimer_add(w->accept_pause_ev, &tv);
+		} else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED) {
+			log_warn("accept on %s", l ? l->text : "listener");
+		}
+		return;
+	}
+}
+
+/* The main thread changed server.phase. */
+static void
+on_control(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	struct conn *c;
+
+	switch (atomic_load(&server.phase)) {
+	case PHASE_RUNNING:
+		return;
+	case PHASE_DRAINING:
+		accept_enable(w, false);
+		event_del(w->accept_pause_ev);
+		if (w->nconns == 0)
+			event_base_loopbreak(w->base);
+		return;
+	case PHASE_STOPPING:
+		accept_enable(w, false);
+		event_del(w->accept_pause_ev);
+		while ((c = TAILQ_FIRST(&w->conns)) != NULL)
+			conn_shutdown(c);
+		event_base_loopbreak(w->base);
+		return;
+	}
+}
+
+void
+worker_conn_done(struct worker *w)
+{
+	w->nconns--;
+	if (w->nconns == 0 && atomic_load(&server.phase) != PHASE_RUNNING)
+		event_base_loopbreak(w->base);
+}
+
+void
+worker_notify(struct worker *w)
+{
+	event_active(w->ctl_ev, EV_READ, 0);
+}
+
+static void *
+worker_main(void *arg)
+{
+	struct worker *w = arg;
+
+	if (tls_thread_init() != 0)
+		fatalx("worker %u: cannot seed the random generator", w->id);
+	if (atomic_load(&server.phase) == PHASE_RUNNING)
+		accept_enable(w, true);
+	/* Runs until on_control breaks the loop, even with nothing to watch. */
+	event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
+	tls_thread_done();
+	if (w->on_exit != NULL)
+		w->on_exit();
+	return NULL;
+}
+
+int
+worker_start(struct worker *w)
+{
+	TAILQ_INIT(&w->conns);
+	if ((w->base = event_base_new()) == NULL)
+		return -1;
+	if ((w->scratch = malloc(WORKER_SCRATCH)) == NULL)
+		return -1;
+	if ((w->accept_ev = calloc(server.nlisteners ? server.nlisteners : 1, sizeof(*w->accept_ev))) == NULL)
+		return -1;
+	for (size_t i = 0; i < server.nlisteners; i++)
+		if ((w->accept_ev[i] = event_new(w->base, server.listeners[i].fd, EV_READ | EV_PERSIST,
+		    on_accept, w)) == NULL)
+			return -1;
+	/* Woken by event_active() from the main thread. */
+	if ((w->ctl_ev = event_new(w->base, -1, EV_PERSIST, on_control, w)) == NULL)
+		return -1;
+	if ((w->accept_pause_ev = evtimer_new(w->base, accept_resume, w)) == NULL)
+		return -1;
+	if ((errno = pthread_create(&w->thread, NULL, worker_main, w)) != 0)
+		return -1;
+	return 0;
+}
+
+void
+worker_free(struct worker *w)
+{
+	for (size_t i = 0; i < server.nlisteners && w->accept_ev != NULL; i++)
+		if (w->accept_ev[i] != NULL)
+			event_free(w->accept_ev[i]);
+	free(w->accept_ev);
+	if (w->ctl_ev != NULL)
+		event_free(w->ctl_ev);
+	if (w->accept_pause_ev != NULL)
+		event_free(w->accept_pause_ev);
+	if (w->base != NULL)
+		event_base_free(w->base);
+	free(w->scratch);
+}

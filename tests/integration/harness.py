@@ -1,0 +1,476 @@
+"""Shared pieces for funneld's integration tests: certificates made with the
+openssl CLI, the real funneld binary started with a generated config, backends
+on Unix sockets, and a relay-side client that speaks the ingress preamble and
+real TLS (Python's ssl, i.e. OpenSSL) over it.
+
+Everything binds to loopback or to Unix sockets under a private temp dir.
+Waiting is done by polling with generous bounds, never by fixed sleeps.
+"""
+import hashlib
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
+FUNNELD = os.path.join(BUILD, "funneld")
+TOOLS = os.path.join(BUILD, "tests", "tools")
+
+RESPONSE_101 = b"HTTP/1.1 101 Switching Protocols\r\n\r\n"
+TARGET = "node.example.ts.net"
+
+
+def wait_for(pred, timeout=15.0, interval=0.01, what="condition"):
+    """Poll pred() until it returns something truthy; fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+        interval = min(interval * 1.5, 0.2)
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=60, **kw)
+
+
+# ---------------------------------------------------------------- certificates
+
+class PKI:
+    """A throwaway CA and leaf certificates signed by it."""
+
+    def __init__(self, directory):
+        self.dir = directory
+        os.makedirs(directory, exist_ok=True)
+        self.ca_key = os.path.join(directory, "ca.key")
+        self.ca_cert = os.path.join(directory, "ca.crt")
+        run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-nodes", "-keyout", self.ca_key, "-out", self.ca_cert, "-days", "2",
+             "-subj", "/CN=funneld test CA"])
+
+    def leaf(self, name, sans=None, kind="ec", days=2, tag=None):
+        """Return (chain_path, key_path): leaf + CA chain, and its key."""
+        sans = sans or [name]
+        tag = tag or f"{name}-{kind}"
+        key = os.path.join(self.dir, f"{tag}.key")
+        csr = os.path.join(self.dir, f"{tag}.csr")
+        crt = os.path.join(self.dir, f"{tag}.crt")
+        chain = os.path.join(self.dir, f"{tag}.chain.pem")
+        ext = os.path.join(self.dir, f"{tag}.ext")
+        if kind == "ec":
+            newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+        else:
+            newkey = ["-newkey", "rsa:2048"]
+        run(["openssl", "req", "-new", *newkey, "-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN={name}"])
+        with open(ext, "w") as f:
+            f.write("subjectAltName=" + ",".join("DNS:" + s for s in sans) + "\n"
+                    "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
+                    "extendedKeyUsage=serverAuth\n")
+        run(["openssl", "x509", "-req", "-in", csr, "-CA", self.ca_cert, "-CAkey", self.ca_key,
+             "-CAcreateserial", "-out", crt, "-days", str(days), "-extfile", ext])
+        with open(chain, "w") as out:
+            out.write(open(crt).read())
+            out.write(open(self.ca_cert).read())
+        return chain, key
+
+
+_pki = None
+_pki_dir = None
+
+
+def pki():
+    """One PKI for the whole test run (key generation is the slow part)."""
+    global _pki, _pki_dir
+    if _pki is None:
+        _pki_dir = tempfile.mkdtemp(prefix="funneld-pki-")
+        _pki = PKI(_pki_dir)
+    return _pki
+
+
+# ---------------------------------------------------------------- backends
+
+class Backend:
+    """A Unix-socket backend in a thread.  mode:
+    'echo'   — echoes every byte back, shuts down its write side at EOF;
+    'record' — stores what it receives, answers with `reply` (bytes or a
+               callable taking the received bytes) at EOF, then closes;
+    'hold'   — accepts and never reads (back-pressure tests).
+    Every accepted connection's received bytes land in self.received."""
+
+    def __init__(self, path, mode="echo", reply=b""):
+        self.path = path
+        self.mode = mode
+        self.reply = reply
+        self.received = []
+        self.accepted = 0
+        self.lock = threading.Lock()
+        self.held = []
+        if os.path.exists(path):
+            os.unlink(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(512)
+        self.stopping = False
+        self.thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self.thread.start()
+
+    def _accept_loop(self):
+        while not self.stopping:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.accepted += 1
+                idx = len(self.received)
+                self.received.append(bytearray())
+            if self.mode == "hold":
+                self.held.append(c)
+                continue
+            threading.Thread(target=self._serve, args=(c, idx), daemon=True).start()
+
+    def _serve(self, c, idx):
+        try:
+            while True:
+                data = c.recv(65536)
+                if not data:
+                    break
+                with self.lock:
+                    self.received[idx] += data
+                if self.mode == "echo":
+                    c.sendall(data)
+            if self.mode == "record":
+                reply = self.reply(bytes(self.received[idx])) if callable(self.reply) else self.reply
+                c.sendall(reply)
+            c.shutdown(socket.SHUT_WR)
+            # Wait for the peer to close too, so nothing is cut short.
+            c.settimeout(30)
+            while c.recv(65536):
+                pass
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def total_received(self):
+        with self.lock:
+            return sum(len(r) for r in self.received)
+
+    def close(self):
+        self.stopping = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        for c in self.held:
+            c.close()
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+
+
+# ---------------------------------------------------------------- funneld
+
+class Funneld:
+    """The real daemon, with a generated config, stderr captured to a file."""
+
+    def __init__(self, workdir, config_text, env=None, args=None):
+        self.workdir = workdir
+        self.config_path = os.path.join(workdir, "funneld.conf")
+        self.log_path = os.path.join(workdir, "funneld.log")
+        self.write_config(config_text)
+        # The tests' own systemd context must not leak into the daemon.
+        self.env = {k: v for k, v in os.environ.items()
+                    if k not in ("JOURNAL_STREAM", "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID")}
+        self.env.update(env or {})
+        self.args = args or []
+        self.proc = None
+
+    def write_config(self, text):
+        tmp = self.config_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.rename(tmp, self.config_path)
+
+    def start(self, wait=True, prefix=None):
+        self.logf = open(self.log_path, "ab")
+        cmd = (prefix or []) + [FUNNELD, "-c", self.config_path] + self.args
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.logf, stderr=self.logf,
+                                     env=self.env)
+        if wait:
+            wait_for(lambda: "started:" in self.log() or self.proc.poll() is not None, 30,
+                     what="funneld to start")
+            if self.proc.poll() is not None:
+                raise AssertionError(f"funneld exited {self.proc.returncode}: {self.log()}")
+        return self
+
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def records(self):
+        """The per-connection log lines, parsed into dicts."""
+        out = []
+        for line in self.log().splitlines():
+            m = re.match(r"^funneld: conn (\d+) (.*)$", line)
+            if not m:
+                continue
+            rec = {"id": int(m.group(1))}
+            for k, v in re.findall(r'(\w+)=("[^"]*"|\S+)', m.group(2)):
+                rec[k] = v.strip('"')
+            out.append(rec)
+        return out
+
+    def wait_records(self, n, timeout=20):
+        return wait_for(lambda: len(self.records()) >= n and self.records(), timeout,
+                        what=f"{n} connection records")
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout=30):
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.logf.close()
+        return self.proc.returncode
+
+    def rss_kib(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def fd_count(self):
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+
+def base_config(listen, cert, key, backends, extra_main="", extra_tls="", allow="127.0.0.0/8, ::1/128"):
+    """backends: list of (target, socket_path, extra_lines)."""
+    text = f"""[funneld]
+listen = {listen}
+allow = {allow}
+header_timeout = 3s
+handshake_timeout = 3s
+idle_timeout = 30s
+shutdown_timeout = 5s
+log_level = info
+{extra_main}
+[tls]
+cert = {cert}
+key = {key}
+{extra_tls}
+"""
+    for b in backends:
+        target, path = b[0], b[1]
+        extra = b[2] if len(b) > 2 else ""
+        text += f"\n[backend {target}]\nsocket = {path}\n{extra}\n"
+    return text
+
+
+# ---------------------------------------------------------------- the relay side
+
+def ingress_head(src="203.0.113.7:51234", target=f"{TARGET}:443", extra=b"", method=b"POST",
+                 path=b"/v0/ingress"):
+    return (method + b" " + path + b" HTTP/1.1\r\nHost: " + target.encode() + b"\r\n"
+            b"Tailscale-Ingress-Src: " + src.encode() + b"\r\n"
+            b"Tailscale-Ingress-Target: " + target.encode() + b"\r\n" + extra + b"\r\n")
+
+
+def connect(addr, timeout=10):
+    """addr: ('127.0.0.1', port) / ('::1', port) / '/path/to/unix.sock'."""
+    if isinstance(addr, str):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    else:
+        s = socket.socket(socket.AF_INET6 if ":" in addr[0] else socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(addr)
+    return s
+
+
+def read_until_close(s, limit=1 << 20):
+    data = b""
+    while len(data) < limit:
+        try:
+            chunk = s.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def parse_response(data):
+    """-> (status, headers dict lower-case, body)."""
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    m = re.match(r"HTTP/1\.1 (\d{3}) ", lines[0] + " ")
+    status = int(m.group(1)) if m else None
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return status, headers, body
+
+
+def refused(addr, raw, timeout=10):
+    """Send raw bytes, read to EOF, return (status, headers, body, raw_response)."""
+    s = connect(addr, timeout)
+    try:
+        s.sendall(raw)
+        data = read_until_close(s)
+    finally:
+        s.close()
+    st, hd, body = parse_response(data)
+    return st, hd, body, data
+
+
+def client_context(cafile=None, alpn=None):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(cafile or pki().ca_cert)
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    return ctx
+
+
+class TLSStream:
+    """TLS over a raw socket through ssl.MemoryBIO, so the ClientHello can go
+    out in the same write as the ingress head (as the relay does)."""
+
+    def __init__(self, sock, ctx, server_hostname):
+        self.sock = sock
+        self.inc = ssl.MemoryBIO()
+        self.out = ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.inc, self.out, server_hostname=server_hostname)
+        self.eof = False
+
+    def _flush(self):
+        data = self.out.read()
+        if data:
+            self.sock.sendall(data)
+
+    def _fill(self):
+        data = self.sock.recv(65536)
+        if not data:
+            self.inc.write_eof()
+            self.eof = True
+        else:
+            self.inc.write(data)
+
+    def client_hello(self):
+        try:
+            self.obj.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        return self.out.read()
+
+    def handshake(self):
+        while True:
+            try:
+                self.obj.do_handshake()
+                self._flush()
+                return
+            except ssl.SSLWantReadError:
+                self._flush()
+                if self.eof:
+                    raise ConnectionError("EOF during handshake")
+                self._fill()
+
+    def sendall(self, data):
+        view = memoryview(data)
+        while view:
+            n = self.obj.write(view[:65536])
+            view = view[n:]
+            self._flush()
+
+    def recv(self, n=65536):
+        """Bytes, or b'' at close_notify/EOF."""
+        while True:
+            try:
+                return self.obj.read(n)
+            except ssl.SSLWantReadError:
+                if self.eof:
+                    return b""
+                self._fill()
+            except ssl.SSLZeroReturnError:
+                return b""
+            except ssl.SSLEOFError:
+                return b""
+
+    def close_notify(self):
+        try:
+            self.obj.unwrap()
+        except (ssl.SSLWantReadError, ssl.SSLError):
+            pass
+        self._flush()
+
+    def close(self):
+        self.sock.close()
+
+
+def open_stream(addr, target=f"{TARGET}:443", src="203.0.113.7:51234", server_hostname=TARGET,
+                pipelined=True, ctx=None, timeout=20):
+    """Relay side: head (+ ClientHello in the same write), expect exactly the
+    101, finish the handshake.  Returns a TLSStream."""
+    s = connect(addr, timeout)
+    tls = TLSStream(s, ctx or client_context(), server_hostname)
+    head = ingress_head(src=src, target=target)
+    if pipelined:
+        s.sendall(head + tls.client_hello())
+    else:
+        s.sendall(head)
+    got = b""
+    while len(got) < len(RESPONSE_101):
+        chunk = s.recv(len(RESPONSE_101) - len(got))
+        if not chunk:
+            raise ConnectionError(f"closed before 101, got {got!r}")
+        got += chunk
+    if got != RESPONSE_101:
+        rest = read_until_close(s)
+        raise AssertionError(f"expected 101, got {got + rest!r}")
+    if not pipelined:
+        s.sendall(tls.client_hello())
+    tls.handshake()
+    return tls
+
+
+def sha256(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+class Workdir:
+    """A temp dir removed at the end (short path: Unix socket paths are limited)."""
+
+    def __init__(self):
+        self.path = tempfile.mkdtemp(prefix="fd-", dir="/tmp")
+
+    def __call__(self, name):
+        return os.path.join(self.path, name)
+
+    def cleanup(self):
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def wait_readable(sock, timeout):
+    r, _, _ = select.select([sock], [], [], timeout)
+    return bool(r)
