@@ -110,18 +110,20 @@ lint:
 
 install: $(BUILD)/funneld
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 \
-	  $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) \
-	  $(DESTDIR)$(SYSCONFDIR)/funneld $(DESTDIR)$(DOCDIR)
+	  $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) $(DESTDIR)$(DOCDIR)
+	install -d -m 750 $(DESTDIR)$(SYSCONFDIR)/funneld
 	install -m 755 $(BUILD)/funneld $(DESTDIR)$(SBINDIR)/funneld
 	install -m 644 man/funneld.8 $(DESTDIR)$(MANDIR)/man8/funneld.8
 	install -m 644 man/funneld.conf.5 $(DESTDIR)$(MANDIR)/man5/funneld.conf.5
 	sed 's|@SBINDIR@|$(SBINDIR)|g' systemd/funneld.service > $(DESTDIR)$(UNITDIR)/funneld.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/funneld.service
 	install -m 644 systemd/funneld.socket $(DESTDIR)$(UNITDIR)/funneld.socket
 	install -m 644 conf/funneld.sysusers $(DESTDIR)$(SYSUSERSDIR)/funneld.conf
 	install -m 644 conf/funneld.tmpfiles $(DESTDIR)$(TMPFILESDIR)/funneld.conf
 	install -m 644 funneld.conf.example $(DESTDIR)$(DOCDIR)/funneld.conf.example
 	test -e $(DESTDIR)$(SYSCONFDIR)/funneld/funneld.conf || \
 	  install -m 640 funneld.conf.example $(DESTDIR)$(SYSCONFDIR)/funneld/funneld.conf
+	@echo "installed; then: systemd-sysusers funneld.conf && systemd-tmpfiles --create funneld.conf && systemctl daemon-reload"
 
 clean:
 	rm -rf build build-* bench/results/*.tmp

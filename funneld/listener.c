@@ -77,6 +77,8 @@ open_one(const struct listen_addr *la, char *err, size_t errlen, const char *cfg
 		goto fail;
 	if (la->kind == LISTEN_TCP) {
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		/* The Tailscale address may not exist yet at boot: bind anyway. */
+		setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof(one));
 		if (family == AF_INET6) {
 			/* [::] takes IPv4 too (as mapped addresses); a specific
 			 * IPv6 address only itself. */

@@ -17,6 +17,7 @@
 #include <event2/thread.h>
 #include <systemd/sd-daemon.h>
 
+#include "certwatch.h"
 #include "funneld.h"
 #include "log.h"
 
@@ -81,6 +82,7 @@ reload(void)
 				log_notice("reload: changes to listen take effect at the next restart");
 	snapshot_release(old);
 	log_set_level(s->cfg->log_level);
+	certwatch_update(s->cfg);
 	snapshot_install(s);
 	log_notice("configuration reloaded from %s", config_path);
 	sd_notify(0, "READY=1");
@@ -249,6 +251,9 @@ main(int argc, char **argv)
 	if (snap->cfg->metrics != NULL && metrics_listen(main_base, snap->cfg->metrics, err, sizeof(err)) != 0)
 		fatalx("%s", err);
 	drop_privileges(snap->cfg->user);
+	if (certwatch_init(main_base, reload) != 0)
+		log_warn("inotify: certificate changes on disk need a SIGHUP");
+	certwatch_update(snap->cfg);
 
 	server.nworkers = worker_count(snap->cfg);
 	if ((server.workers = calloc(server.nworkers, sizeof(*server.workers))) == NULL)
@@ -308,6 +313,7 @@ main(int argc, char **argv)
 	event_free(shutdown_timer);
 	event_free(workers_done_ev);
 	metrics_close();
+	certwatch_close();
 	event_base_free(main_base);
 	listeners_close();
 	free(server.workers);

@@ -225,6 +225,9 @@ metrics_listen(struct event_base *base, const char *where, char *err, size_t err
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (bind(fd, (struct sockaddr *)&la.ss, la.sslen) != 0 || listen(fd, 64) != 0)
 		goto fail;
+	/* The service's UMask=0077 would leave it to root alone: let the group scrape. */
+	if (metrics_path != NULL && chmod(metrics_path, 0660) != 0)
+		goto fail;
 	if (evhttp_accept_socket(http, fd) != 0)
 		goto fail;
 	return 0;

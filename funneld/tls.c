@@ -241,6 +241,25 @@ readable(const char *path, const char *what, const char *cfgpath, int line, char
 	return 0;
 }
 
+/*
+ * Sign once now, single-threaded: mbedTLS caches the curve's precomputed
+ * table in the key's group on first use, which would otherwise happen in
+ * two workers at once, and makes every later signature cheaper.
+ */
+static int
+warm_up(struct tls_cert *c)
+{
+	unsigned char hash[32] = { 0 }, sig[MBEDTLS_PK_SIGNATURE_MAX_SIZE];
+	size_t siglen;
+
+#if MBEDTLS_VERSION_MAJOR >= 3
+	return mbedtls_pk_sign(&c->key, MBEDTLS_MD_SHA256, hash, sizeof(hash), sig, sizeof(sig), &siglen,
+	    thread_random, NULL);
+#else
+	return mbedtls_pk_sign(&c->key, MBEDTLS_MD_SHA256, hash, sizeof(hash), sig, &siglen, thread_random, NULL);
+#endif
+}
+
 /* Load (or find, when already loaded) the pair cert/key. */
 static struct tls_cert *
 load_cert(struct tls_ctx *ctx, const struct config *cfg, const struct tls_conf *tc, char *err, size_t errlen)
@@ -294,6 +313,10 @@ load_cert(struct tls_ctx *ctx, const struct config *cfg, const struct tls_conf *
 	}
 	if (!mbedtls_pk_can_do(&c->key, MBEDTLS_PK_ECDSA) && !mbedtls_pk_can_do(&c->key, MBEDTLS_PK_RSA)) {
 		snprintf(err, errlen, "%s:%d: key %s is neither ECDSA nor RSA", cfg->path, tc->key_line, tc->key);
+		return NULL;
+	}
+	if (warm_up(c) != 0) {
+		snprintf(err, errlen, "%s:%d: key %s cannot sign", cfg->path, tc->key_line, tc->key);
 		return NULL;
 	}
 	if (collect_names(c) != 0) {
