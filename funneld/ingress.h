@@ -20,10 +20,15 @@ struct ingress_req {
 	const char *reason;         /* static text for the log and the response body */
 	size_t head_len;            /* bytes of the head incl. the blank line (valid when a head ended) */
 
-	/* Valid when status == 0. */
+	/*
+	 * Valid when status == 0.  After a complete head they are also filled
+	 * for a refusal when that header parsed (for the log); otherwise
+	 * zero / "".
+	 */
 	struct sockaddr_storage src;        /* Tailscale-Ingress-Src */
 	char src_text[64];                  /* as "ip:port" / "[v6]:port", normalised */
-	char target_host[256];              /* Tailscale-Ingress-Target host, lower case, no trailing dot */
+	char target_host[256];              /* Tailscale-Ingress-Target host, lower case, no trailing dot;
+	                                       an IPv6 literal in inet_ntop form, no brackets */
 	uint16_t target_port;
 	char target_text[272];              /* "host:port" as received (for logs) */
 };
@@ -36,10 +41,17 @@ struct ingress_req {
  * `allow` verdict on the peer address: it is applied in DESIGN.md's order
  * (after the head is complete and well-formed, before everything else).
  * Bytes after head_len are not looked at: they belong to TLS.
+ *
+ * The verdict is that of the first decisive event in byte order (a bad byte
+ * or a bad line: 400; the end of the head: the rest of the table; byte 8193
+ * with no end: 431), so once a prefix gets INGRESS_DONE, any longer input
+ * gets the identical verdict.  Stateless: call again with the whole buffer.
+ * req->reason is a static string; "incomplete" while INGRESS_INCOMPLETE.
  */
 enum ingress_result ingress_parse(const char *buf, size_t len, bool peer_allowed, struct ingress_req *req);
 
-/* Reason phrase for the statuses funneld answers ("Bad Request", ...). */
+/* Reason phrase for the statuses funneld answers ("Bad Request", ...);
+ * "Unknown" for others. */
 const char *http_status_text(int status);
 
 /*
@@ -49,7 +61,12 @@ const char *http_status_text(int status);
  */
 size_t ingress_format_refusal(int status, const char *reason, char *out, size_t cap);
 
-/* Split "host:port" / "[v6]:port".  Pure; 0 on success. */
+/*
+ * Split "host:port" / "[v6]:port" (len bytes, no NUL needed).  Pure; 0 on
+ * success, -1 otherwise.  host gets the host without brackets, NUL-terminated
+ * (must fit hostcap); it is not validated beyond its shape ("*" passes).  The
+ * port is 1..65535, 1 to 5 decimal digits.
+ */
 int split_host_port(const char *s, size_t len, char *host, size_t hostcap, uint16_t *port);
 
 #endif

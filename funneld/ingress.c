@@ -1,0 +1,559 @@
+/*
+ * The relay's request head (DESIGN.md §1): a strict, bounded parser.
+ *
+ * ingress_parse() is stateless and is called again with the whole buffer
+ * each time more bytes arrive.  Its verdict is that of the first decisive
+ * event met while walking the bytes in order: a malformed byte or line
+ * (400), the blank line that ends the head (every other check), or the
+ * 8193rd byte with no end in sight (431).  A verdict for a prefix therefore
+ * never changes when more bytes arrive, however TCP segments the stream, and
+ * nothing past the head is read: those are the client's TLS bytes.
+ */
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "ingress.h"
+
+/* One header we care about: its first value (OWS trimmed) and a count. */
+struct field {
+	const char *v;
+	size_t len;
+	unsigned n;
+};
+
+/* What the head said; pointers into the caller's buffer. */
+struct head {
+	const char *method;
+	size_t method_len;
+	const char *target;
+	size_t target_len;
+	bool http11;
+	struct field host, origin, referer, src, tgt, cl, te;
+	bool cl_bad;			/* a Content-Length not all digits, or two differing */
+	bool cl_body;			/* a Content-Length > 0 */
+};
+
+static inline bool
+is_ows(unsigned char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+static inline bool
+is_digit(unsigned char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+static inline unsigned char
+to_lower(unsigned char c)
+{
+	return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
+}
+
+/* RFC 9110 tchar: ALPHA, DIGIT and !#$%&'*+-.^_`|~, as a bitmap of ASCII. */
+static inline bool
+is_tchar(unsigned char c)
+{
+	static const uint64_t map[2] = { 0x03ff6cfa00000000ULL, 0x57ffffffc7fffffeULL };
+
+	return c < 128 && ((map[c >> 6] >> (c & 63)) & 1);
+}
+
+/* ASCII case-insensitive compare against a lower-case literal (no locale). */
+static bool
+name_is(const char *p, size_t n, const char *lower, size_t lower_len)
+{
+	if (n != lower_len)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (to_lower((unsigned char)p[i]) != (unsigned char)lower[i])
+			return false;
+	return true;
+}
+
+#define NAME_IS(p, n, lit) name_is((p), (n), (lit), sizeof(lit) - 1)
+
+/* "1".."65535", decimal digits only (leading zeros accepted, as Go does). */
+static int
+parse_port(const char *s, size_t n, uint16_t *port)
+{
+	unsigned v = 0;
+
+	if (n == 0 || n > 5)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		if (!is_digit((unsigned char)s[i]))
+			return -1;
+		v = v * 10 + (unsigned)(s[i] - '0');
+	}
+	if (v == 0 || v > 65535)
+		return -1;
+	*port = (uint16_t)v;
+	return 0;
+}
+
+int
+split_host_port(const char *s, size_t len, char *host, size_t hostcap, uint16_t *port)
+{
+	const char *h, *colon;
+	size_t hlen;
+
+	if (s == NULL || host == NULL || hostcap == 0 || port == NULL || len == 0)
+		return -1;
+	if (memchr(s, '\0', len) != NULL)
+		return -1;
+	if (s[0] == '[') {
+		/* "[v6]:port": the address is checked by the caller. */
+		const char *rb = memchr(s, ']', len);
+		if (rb == NULL || rb == s + 1 || (size_t)(rb - s) + 1 >= len ||
+		    rb[1] != ':')
+			return -1;
+		h = s + 1;
+		hlen = (size_t)(rb - h);
+		colon = rb + 1;
+		if (memchr(h, '[', hlen) != NULL)
+			return -1;
+	} else {
+		colon = memchr(s, ':', len);
+		if (colon == NULL || colon == s)
+			return -1;
+		/* An unbracketed IPv6 address fails as a port made of digits. */
+		h = s;
+		hlen = (size_t)(colon - s);
+		if (memchr(h, '[', hlen) != NULL || memchr(h, ']', hlen) != NULL)
+			return -1;
+	}
+	if (parse_port(colon + 1, len - (size_t)(colon + 1 - s), port) == -1)
+		return -1;
+	if (hlen >= hostcap)
+		return -1;
+	memcpy(host, h, hlen);
+	host[hlen] = '\0';
+	return 0;
+}
+
+/* Append the decimal v to p; returns the new end.  (snprintf is slow.) */
+static char *
+put_uint(char *p, unsigned v)
+{
+	char tmp[10];
+	size_t n = 0;
+
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	while (n > 0)
+		*p++ = tmp[--n];
+	return p;
+}
+
+/*
+ * Tailscale-Ingress-Src: "a.b.c.d:port" or "[v6]:port".  Fills req->src and
+ * req->src_text ("[2001:db8::1]:443", canonical address, port without
+ * leading zeros).
+ */
+static int
+parse_src(const char *v, size_t n, struct ingress_req *req)
+{
+	char host[INET6_ADDRSTRLEN];
+	char *t = req->src_text;	/* 64 bytes: "[" 45 "]:" 5 NUL at most */
+	uint16_t port;
+
+	if (split_host_port(v, n, host, sizeof(host), &port) == -1)
+		return -1;
+	if (v[0] == '[') {
+		struct sockaddr_in6 sin6;
+
+		memset(&sin6, 0, sizeof(sin6));
+		sin6.sin6_family = AF_INET6;
+		sin6.sin6_port = htons(port);
+		if (inet_pton(AF_INET6, host, &sin6.sin6_addr) != 1 ||
+		    inet_ntop(AF_INET6, &sin6.sin6_addr, t + 1,
+		    INET6_ADDRSTRLEN) == NULL)
+			return -1;
+		memcpy(&req->src, &sin6, sizeof(sin6));
+		*t = '[';
+		t += strlen(t);
+		*t++ = ']';
+	} else {
+		struct sockaddr_in sin;
+
+		memset(&sin, 0, sizeof(sin));
+		sin.sin_family = AF_INET;
+		sin.sin_port = htons(port);
+		/* glibc's inet_pton takes strict dotted quads only. */
+		if (inet_pton(AF_INET, host, &sin.sin_addr) != 1)
+			return -1;
+		memcpy(&req->src, &sin, sizeof(sin));
+		for (int i = 0; i < 4; i++) {
+			t = put_uint(t, ((const uint8_t *)&sin.sin_addr)[i]);
+			if (i < 3)
+				*t++ = '.';
+		}
+	}
+	*t++ = ':';
+	t = put_uint(t, port);
+	*t = '\0';
+	return 0;
+}
+
+/*
+ * Tailscale-Ingress-Target: "name:port" or "[v6]:port".  target_host is the
+ * name in lower case without one trailing dot, or an IPv6 literal in its
+ * canonical inet_ntop form without brackets (so routes compare as strings).
+ */
+static int
+parse_target(const char *v, size_t n, struct ingress_req *req)
+{
+	char host[sizeof(req->target_host)];
+	uint16_t port;
+	size_t hlen;
+
+	if (n >= sizeof(req->target_text))
+		return -1;
+	if (split_host_port(v, n, host, sizeof(host), &port) == -1)
+		return -1;
+	if (v[0] == '[') {
+		struct in6_addr a6;
+
+		if (inet_pton(AF_INET6, host, &a6) != 1 ||
+		    inet_ntop(AF_INET6, &a6, host, sizeof(host)) == NULL)
+			return -1;
+	} else {
+		hlen = strlen(host);
+		if (host[hlen - 1] == '.')
+			host[--hlen] = '\0';
+		if (hlen == 0 || hlen > 253)
+			return -1;
+		for (size_t i = 0; i < hlen; i++) {
+			unsigned char c = (unsigned char)host[i];
+			if (!(is_digit(c) || (c >= 'a' && c <= 'z') ||
+			    (c >= 'A' && c <= 'Z') || c == '-' || c == '.' ||
+			    c == '_'))
+				return -1;
+			host[i] = (char)to_lower(c);
+		}
+	}
+	/* Only a target that parsed whole is stored. */
+	memcpy(req->target_host, host, sizeof(host));
+	req->target_port = port;
+	memcpy(req->target_text, v, n);
+	req->target_text[n] = '\0';
+	return 0;
+}
+
+/* METHOD SP origin-form SP HTTP/1.x, nothing else. */
+static const char *
+parse_request_line(const char *p, size_t n, struct head *h)
+{
+	size_t i = 0, t;
+
+	while (i < n && is_tchar((unsigned char)p[i]))
+		i++;
+	if (i == 0 || i >= n || p[i] != ' ')
+		return "malformed request line";
+	h->method = p;
+	h->method_len = i;
+	t = ++i;
+	/* Visible ASCII only: no obs-text, no whitespace in the target. */
+	while (i < n && (unsigned char)p[i] > 0x20 && (unsigned char)p[i] < 0x7f)
+		i++;
+	if (i == t || i >= n || p[i] != ' ' || p[t] != '/')
+		return "malformed request line";
+	h->target = p + t;
+	h->target_len = i - t;
+	i++;
+	if (n - i != 8 || memcmp(p + i, "HTTP/1.", 7) != 0)
+		return "malformed request line";
+	if (p[i + 7] == '1')
+		h->http11 = true;
+	else if (p[i + 7] != '0')
+		return "malformed request line";
+	return NULL;
+}
+
+static void
+field_add(struct field *f, const char *v, size_t len)
+{
+	if (f->n++ == 0) {
+		f->v = v;
+		f->len = len;
+	}
+}
+
+/* Content-Length: only a decimal zero is acceptable (no body); "00" is 0. */
+static void
+content_length(struct head *h, const char *v, size_t len)
+{
+	size_t i, z;
+
+	for (i = 0; i < len; i++)
+		if (!is_digit((unsigned char)v[i]))
+			break;
+	if (len == 0 || i != len) {
+		h->cl_bad = true;
+		return;
+	}
+	for (z = 0; z < len && v[z] == '0'; z++)
+		;
+	if (z != len)
+		h->cl_body = true;
+	if (h->cl.n > 0) {
+		/* Compare without leading zeros: differing values are an attack. */
+		size_t fz;
+		for (fz = 0; fz < h->cl.len && h->cl.v[fz] == '0'; fz++)
+			;
+		if (h->cl.len - fz != len - z ||
+		    memcmp(h->cl.v + fz, v + z, len - z) != 0)
+			h->cl_bad = true;
+	}
+	field_add(&h->cl, v, len);
+}
+
+/* "name: value"; bytes are already known free of CR, LF and controls but HT. */
+static const char *
+parse_header_line(const char *p, size_t n, struct head *h)
+{
+	const char *colon, *v, *e;
+	size_t nlen;
+
+	if (is_ows((unsigned char)p[0]))
+		return "obsolete line folding";
+	if ((colon = memchr(p, ':', n)) == NULL)
+		return "header line without colon";
+	nlen = (size_t)(colon - p);
+	if (nlen == 0)
+		return "empty header name";
+	if (is_ows((unsigned char)p[nlen - 1]))
+		return "whitespace before colon";
+	for (size_t i = 0; i < nlen; i++)
+		if (!is_tchar((unsigned char)p[i]))
+			return "bad header name";
+	v = colon + 1;
+	e = p + n;
+	while (v < e && is_ows((unsigned char)*v))
+		v++;
+	while (e > v && is_ows((unsigned char)e[-1]))
+		e--;
+
+	/* Dispatch on length first: most headers are none of these. */
+	switch (nlen) {
+	case 4:
+		if (NAME_IS(p, nlen, "host")) {
+			if (h->host.n > 0)
+				return "duplicate Host";
+			field_add(&h->host, v, (size_t)(e - v));
+		}
+		break;
+	case 6:
+		if (NAME_IS(p, nlen, "origin"))
+			field_add(&h->origin, v, (size_t)(e - v));
+		break;
+	case 7:
+		if (NAME_IS(p, nlen, "referer"))
+			field_add(&h->referer, v, (size_t)(e - v));
+		break;
+	case 14:
+		if (NAME_IS(p, nlen, "content-length"))
+			content_length(h, v, (size_t)(e - v));
+		break;
+	case 17:
+		if (NAME_IS(p, nlen, "transfer-encoding"))
+			field_add(&h->te, v, (size_t)(e - v));
+		break;
+	case 21:
+		if (NAME_IS(p, nlen, "tailscale-ingress-src"))
+			field_add(&h->src, v, (size_t)(e - v));
+		break;
+	case 24:
+		if (NAME_IS(p, nlen, "tailscale-ingress-target"))
+			field_add(&h->tgt, v, (size_t)(e - v));
+		break;
+	}
+	return NULL;
+}
+
+static enum ingress_result
+done(struct ingress_req *req, int status, const char *reason)
+{
+	req->status = status;
+	req->reason = reason;
+	return INGRESS_DONE;
+}
+
+/* The head is complete and well-formed line by line: DESIGN.md's order. */
+static enum ingress_result
+verdict(const struct head *h, bool peer_allowed, struct ingress_req *req)
+{
+	const char *q;
+	size_t plen;
+	bool src_ok, tgt_ok;
+
+	if (h->http11 && h->host.n == 0)
+		return done(req, 400, "missing Host");
+
+	/*
+	 * Parse Src and Target up front so that even a refused connection
+	 * can be logged with them; the verdict still follows the table.
+	 */
+	src_ok = h->src.n == 1 && parse_src(h->src.v, h->src.len, req) == 0;
+	tgt_ok = h->tgt.n == 1 && parse_target(h->tgt.v, h->tgt.len, req) == 0;
+
+	if (!peer_allowed)
+		return done(req, 403, "peer not allowed");
+	if (h->origin.n > 0)
+		return done(req, 403, "browser request (Origin)");
+	if (h->referer.n > 0)
+		return done(req, 403, "browser request (Referer)");
+
+	q = memchr(h->target, '?', h->target_len);
+	plen = q != NULL ? (size_t)(q - h->target) : h->target_len;
+	if (plen != sizeof(INGRESS_PATH) - 1 ||
+	    memcmp(h->target, INGRESS_PATH, plen) != 0)
+		return done(req, 404, "not found");
+	if (h->method_len != 4 || memcmp(h->method, "POST", 4) != 0)
+		return done(req, 405, "method not allowed");
+
+	if (h->src.n == 0)
+		return done(req, 400, "missing Tailscale-Ingress-Src");
+	if (h->src.n > 1)
+		return done(req, 400, "duplicate Tailscale-Ingress-Src");
+	if (!src_ok)
+		return done(req, 400, "bad Tailscale-Ingress-Src");
+	if (h->tgt.n == 0)
+		return done(req, 400, "missing Tailscale-Ingress-Target");
+	if (h->tgt.n > 1)
+		return done(req, 400, "duplicate Tailscale-Ingress-Target");
+	if (!tgt_ok)
+		return done(req, 400, "bad Tailscale-Ingress-Target");
+
+	if (h->cl_bad)
+		return done(req, 400, "bad Content-Length");
+	if (h->cl_body || h->te.n > 0)
+		return done(req, 400, "request has a body");
+	return done(req, 0, "ok");
+}
+
+enum ingress_result
+ingress_parse(const char *buf, size_t len, bool peer_allowed, struct ingress_req *req)
+{
+	struct head h;
+	const char *why;
+	size_t lim, pos = 0, i;
+	bool first = true;
+
+	/* Not all of *req: the strings only need their first byte cleared. */
+	req->status = 0;
+	req->reason = "incomplete";
+	req->head_len = 0;
+	memset(&req->src, 0, sizeof(req->src));
+	req->src_text[0] = '\0';
+	req->target_host[0] = '\0';
+	req->target_port = 0;
+	req->target_text[0] = '\0';
+	memset(&h, 0, sizeof(h));
+
+	/* Bytes past the cap can only ever mean 431: never look at them. */
+	lim = len < INGRESS_HEAD_MAX ? len : INGRESS_HEAD_MAX;
+	for (i = 0; i < lim; i++) {
+		unsigned char c = (unsigned char)buf[i];
+
+		/*
+		 * Byte at a time, not word at a time: a word read could reach
+		 * past the head into the TLS bytes, which are not ours to read.
+		 */
+		if ((unsigned char)(c - 0x20) < 0x5f || c >= 0x80)
+			continue;
+		if (c == '\t')
+			continue;	/* only values may hold it: checked per line */
+		if (c == '\n')
+			return done(req, 400, "bare LF");
+		if (c != '\r')
+			return done(req, 400, c == '\0' ? "NUL byte" :
+			    "control character");
+		if (i + 1 >= lim)
+			break;		/* CRLF may yet come (or 431) */
+		if (buf[i + 1] != '\n')
+			return done(req, 400, "bare CR");
+
+		/* A line [pos, i) ended; the next one starts at i + 2. */
+		if (first)
+			why = parse_request_line(buf + pos, i - pos, &h);
+		else if (i == pos) {
+			req->head_len = i + 2;
+			return verdict(&h, peer_allowed, req);
+		} else
+			why = parse_header_line(buf + pos, i - pos, &h);
+		if (why != NULL)
+			return done(req, 400, why);
+		first = false;
+		pos = i + 2;
+		i++;
+	}
+	if (len > INGRESS_HEAD_MAX)
+		return done(req, 431, "head too large");
+	return INGRESS_INCOMPLETE;
+}
+
+const char *
+http_status_text(int status)
+{
+	switch (status) {
+	case 101: return "Switching Protocols";
+	case 400: return "Bad Request";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 408: return "Request Timeout";
+	case 431: return "Request Header Fields Too Large";
+	case 500: return "Internal Server Error";
+	case 502: return "Bad Gateway";
+	case 503: return "Service Unavailable";
+	}
+	return "Unknown";
+}
+
+/* Keeps the whole refusal under 512 bytes whatever the caller's reason. */
+#define REASON_MAX 256
+
+size_t
+ingress_format_refusal(int status, const char *reason, char *out, size_t cap)
+{
+	const char *text = http_status_text(status);
+	char body[32 + 64 + REASON_MAX];
+	int blen, n;
+
+	if (cap == 0)
+		return 0;
+	if (reason != NULL && *reason != '\0')
+		blen = snprintf(body, sizeof(body), "%d %s: %.*s\n", status, text,
+		    REASON_MAX, reason);
+	else
+		blen = snprintf(body, sizeof(body), "%d %s\n", status, text);
+	if (blen < 0) {
+		out[0] = '\0';
+		return 0;
+	}
+	if ((size_t)blen >= sizeof(body))
+		blen = (int)sizeof(body) - 1;
+	n = snprintf(out, cap,
+	    "HTTP/1.1 %d %s\r\n"
+	    "Content-Type: text/plain; charset=utf-8\r\n"
+	    "Content-Length: %d\r\n"
+	    "Connection: close\r\n"
+	    "%s"
+	    "\r\n"
+	    "%.*s",
+	    status, text, blen, status == 405 ? "Allow: POST\r\n" : "", blen, body);
+	if (n < 0) {
+		out[0] = '\0';
+		return 0;
+	}
+	return (size_t)n < cap ? (size_t)n : cap - 1;
+}
