@@ -30,7 +30,8 @@ struct listen_addr {
 	int line;
 };
 
-/* A string list (alpn, ...). */
+/* A string list (alpn, ...).  When n > 0, v[n] is NULL (mbedtls_ssl_conf_alpn_protocols()
+ * takes v as is); do not hand mbedTLS an empty list: it would refuse every client with ALPN. */
 struct strlist {
 	char **v;
 	size_t n;
@@ -95,6 +96,22 @@ void config_free(struct config *cfg);
  * Returns NULL when none.  Pure.
  */
 const struct backend_conf *config_route(const struct config *cfg, const char *host, uint16_t port);
+
+/*
+ * What is in force for backend b: its own cert / key / alpn, else [tls]'s.
+ * After a successful parse, cert and key are never NULL (the parser refuses a
+ * backend left without them).
+ */
+const char *config_backend_cert(const struct config *cfg, const struct backend_conf *b);
+const char *config_backend_key(const struct config *cfg, const struct backend_conf *b);
+const struct strlist *config_backend_alpn(const struct config *cfg, const struct backend_conf *b);
+
+/*
+ * The parser accepts a file without `listen` (socket activation ignores it).
+ * Call this when systemd passed no sockets: -1 and "FILE: no listen address
+ * ..." in err when cfg->nlistens is 0.
+ */
+int config_check_listen(const struct config *cfg, char *err, size_t errlen);
 
 /* Value parsers, exposed for tests. Return 0 on success, -1 on error. */
 int parse_duration(const char *s, unsigned *seconds);
