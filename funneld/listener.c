@@ -121,7 +121,7 @@ listeners_adopt_activated(void)
 
 	for (int i = 0; i < n; i++) {
 		int fd = SD_LISTEN_FDS_START + i;
-		struct sockaddr_storage ss;
+		struct sockaddr_storage ss = { 0 };     /* clang-analyzer: getsockname() fills it */
 		socklen_t len = sizeof(ss);
 		char text[128];
 
@@ -132,7 +132,10 @@ listeners_adopt_activated(void)
 		}
 		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 		fcntl(fd, F_SETFD, FD_CLOEXEC);
-		getsockname(fd, (struct sockaddr *)&ss, &len);
+		if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0) {
+			log_warn("passed descriptor %d: getsockname", fd);
+			continue;
+		}
 		snprintf(text, sizeof(text), "fd %d (%s)", fd, names && names[i] ? names[i] : "activated");
 		if (add_listener(fd, ss.ss_family == AF_UNIX ? LISTEN_UNIX : LISTEN_TCP, text, NULL) != 0)
 			n = -1;

@@ -20,10 +20,20 @@ log_init(void)
 {
 	const char *js = getenv("JOURNAL_STREAM");
 	unsigned long long dev, ino;
+	char *end;
 	struct stat st;
 
 	use_journal = false;
-	if (js == NULL || sscanf(js, "%llu:%llu", &dev, &ino) != 2)
+	if (js == NULL)
+		return;
+	/* "DEV:INO"; strtoull, unlike sscanf, reports out-of-range numbers. */
+	errno = 0;
+	dev = strtoull(js, &end, 10);
+	if (errno != 0 || end == js || *end != ':')
+		return;
+	js = end + 1;
+	ino = strtoull(js, &end, 10);
+	if (errno != 0 || end == js || *end != '\0')
 		return;
 	if (fstat(STDERR_FILENO, &st) == 0 && st.st_dev == (dev_t)dev && st.st_ino == (ino_t)ino)
 		use_journal = true;
@@ -85,7 +95,7 @@ vlog(int prio, int errnum, const char *fmt, va_list ap)
 		int saved = errno;                      \
 		va_list ap;                             \
 		va_start(ap, fmt);                      \
-		vlog(prio, witherr ? saved : 0, fmt, ap); \
+		vlog(prio, (witherr) ? saved : 0, fmt, ap); \
 		va_end(ap);                             \
 		errno = saved;                          \
 	}
@@ -135,8 +145,8 @@ log_conn(const struct conn_record *r)
 		return;
 	if (use_journal) {
 		sd_journal_send(
-		    "MESSAGE=conn %llu %s peer=%s src=%s target=%s result=%s%s%s",
-		    (unsigned long long)r->id, r->result, dash(r->peer), dash(r->src), dash(r->target),
+		    "MESSAGE=conn %llu peer=%s src=%s target=%s status=%d result=%s%s%s",
+		    (unsigned long long)r->id, dash(r->peer), dash(r->src), dash(r->target), r->status,
 		    r->result, r->reason ? " reason=" : "", r->reason ? r->reason : "",
 		    "PRIORITY=%d", prio,
 		    "SYSLOG_IDENTIFIER=funneld",

@@ -174,6 +174,16 @@ drop_privileges(const char *user)
 	log_info("running as user %s (uid %u, gid %u)", user, (unsigned)pw->pw_uid, (unsigned)pw->pw_gid);
 }
 
+/* "FILE:LINE: what" on stderr, or through the journal with a priority. */
+static void
+startup_error(const char *err)
+{
+	if (log_to_journal())
+		log_warnx("not started: %s", err);
+	else
+		fprintf(stderr, "%s\n", err);
+}
+
 static unsigned
 worker_count(const struct config *cfg)
 {
@@ -217,9 +227,12 @@ main(int argc, char **argv)
 	if (evthread_use_pthreads() != 0)
 		fatalx("libevent: no thread support");
 	if ((snap = snapshot_load(config_path, err, sizeof(err))) == NULL) {
-		fprintf(stderr, "%s\n", err);
-		if (!check_only)
-			log_warnx("not started: %s", err);
+		startup_error(err);
+		return 1;
+	}
+	if (snap->cfg->user != NULL && getpwnam(snap->cfg->user) == NULL) {
+		snprintf(err, sizeof(err), "%s: user %s: no such user", config_path, snap->cfg->user);
+		startup_error(err);
 		return 1;
 	}
 	if (check_only) {
@@ -238,9 +251,7 @@ main(int argc, char **argv)
 	if (activated < 0)
 		fatalx("socket activation: cannot adopt the passed sockets");
 	if (activated == 0 && listeners_open(snap->cfg, err, sizeof(err)) != 0) {
-		fprintf(stderr, "%s\n", err);
-		if (log_to_journal())
-			log_warnx("not started: %s", err);
+		startup_error(err);
 		return 1;
 	}
 	if (activated > 0 && snap->cfg->nlistens > 0)

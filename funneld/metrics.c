@@ -141,7 +141,7 @@ metrics_render(unsigned conns_open, size_t *lenp)
 	fprintf(f, "# HELP funneld_bytes_out_total Bytes from backends to clients, before encryption.\n"
 	    "# TYPE funneld_bytes_out_total counter\nfunneld_bytes_out_total %llu\n",
 	    (unsigned long long)atomic_load(&total_bytes_out));
-	fprintf(f, "# HELP funneld_backend_connections_total Connections spliced to each backend.\n"
+	fprintf(f, "# HELP funneld_backend_connections_total Connections routed to each backend (connected, 101 sent).\n"
 	    "# TYPE funneld_backend_connections_total counter\n");
 	pthread_mutex_lock(&backends_lock);
 	for (struct backend_stats *b = backends; b != NULL; b = b->next)
@@ -172,8 +172,14 @@ on_metrics(struct evhttp_request *req, void *arg)
 	char *text;
 
 	if (evhttp_request_get_command(req) != EVHTTP_REQ_GET && evhttp_request_get_command(req) != EVHTTP_REQ_HEAD) {
+		/* evhttp_send_error() would drop the Allow header. */
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
-		evhttp_send_error(req, 405, NULL);
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "text/plain");
+		if ((out = evbuffer_new()) != NULL)
+			evbuffer_add_printf(out, "405 Method Not Allowed\n");
+		evhttp_send_reply(req, 405, "Method Not Allowed", out);
+		if (out != NULL)
+			evbuffer_free(out);
 		return;
 	}
 	if ((text = metrics_render(atomic_load(&server.conns_open), &len)) == NULL ||
@@ -208,7 +214,9 @@ metrics_listen(struct event_base *base, const char *where, char *err, size_t err
 	}
 	if ((http = evhttp_new(base)) == NULL)
 		goto fail;
-	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST);
+	/* Let every method reach on_metrics, which answers 405 with Allow. */
+	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
+	    EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
 	evhttp_set_cb(http, "/metrics", on_metrics, NULL);
 	evhttp_set_gencb(http, on_other, NULL);
 	evhttp_set_timeout(http, 10);

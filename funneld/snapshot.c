@@ -26,7 +26,7 @@ snapshot_load(const char *path, char *err, size_t errlen)
 	atomic_init(&s->refs, 1);
 	if (config_load(path, &s->cfg, err, errlen) != 0 || tls_load(s->cfg, &s->tls, err, errlen) != 0)
 		goto fail;
-	if ((s->stats = calloc(s->cfg->nbackends + 1, sizeof(*s->stats))) == NULL)
+	if ((s->stats = calloc(s->cfg->nbackends + 1, sizeof(struct backend_stats *))) == NULL)
 		goto fail;
 	for (size_t i = 0; i < s->cfg->nbackends; i++)
 		if ((s->stats[i] = metrics_backend(s->cfg->backends[i].name)) == NULL)

@@ -150,6 +150,8 @@ bio_recv(void *arg, unsigned char *buf, size_t len)
 	struct tls_io *io = arg;
 	ssize_t n = recv(io->fd, buf, len, 0);
 
+	if (n > 0 && io->first_byte < 0)
+		io->first_byte = buf[0];
 	if (n >= 0)
 		return (int)n;          /* 0 is EOF: mbedTLS reports MBEDTLS_ERR_SSL_CONN_EOF */
 	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
@@ -558,6 +560,7 @@ tls_conn_setup(const struct tls_ctx *ctx, size_t bi, mbedtls_ssl_context *ssl, s
 	int ret;
 
 	io->backend = bi;
+	io->first_byte = -1;
 	mbedtls_ssl_init(ssl);
 	if ((ret = mbedtls_ssl_setup(ssl, &ctx->servers[bi].conf)) != 0)
 		return ret;
@@ -573,6 +576,9 @@ tls_failure_reason(int err, const struct tls_io *io)
 {
 	if (io->sni_rejected)
 		return "unrecognized_name";
+	/* A TLS stream starts with a handshake record (content type 22). */
+	if (io->first_byte >= 0 && io->first_byte != MBEDTLS_SSL_MSG_HANDSHAKE)
+		return "not_tls";
 	switch (err) {
 	case MBEDTLS_ERR_SSL_CONN_EOF:
 	case MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY:

@@ -20,6 +20,7 @@ struct tls_io {
 	size_t backend;                 /* index of the backend in the configuration */
 	char sni[256];                  /* the client's server name, "" if none */
 	bool sni_rejected;
+	int first_byte;                 /* of the client's TLS stream, -1 before any */
 };
 
 /* Process-wide: RNG for this thread; call in every thread using TLS. */

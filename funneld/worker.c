@@ -138,7 +138,7 @@ worker_start(struct worker *w)
 		return -1;
 	if ((w->scratch = malloc(WORKER_SCRATCH)) == NULL)
 		return -1;
-	if ((w->accept_ev = calloc(server.nlisteners ? server.nlisteners : 1, sizeof(*w->accept_ev))) == NULL)
+	if ((w->accept_ev = calloc(server.nlisteners ? server.nlisteners : 1, sizeof(struct event *))) == NULL)
 		return -1;
 	for (size_t i = 0; i < server.nlisteners; i++)
 		if ((w->accept_ev[i] = event_new(w->base, server.listeners[i].fd, EV_READ | EV_PERSIST,

@@ -6,6 +6,7 @@ real TLS (Python's ssl, i.e. OpenSSL) over it.
 Everything binds to loopback or to Unix sockets under a private temp dir.
 Waiting is done by polling with generous bounds, never by fixed sleeps.
 """
+import atexit
 import hashlib
 import os
 import re
@@ -94,6 +95,7 @@ def pki():
     global _pki, _pki_dir
     if _pki is None:
         _pki_dir = tempfile.mkdtemp(prefix="funneld-pki-")
+        atexit.register(shutil.rmtree, _pki_dir, True)
         _pki = PKI(_pki_dir)
     return _pki
 
@@ -474,3 +476,302 @@ class Workdir:
 def wait_readable(sock, timeout):
     r, _, _ = select.select([sock], [], [], timeout)
     return bool(r)
+
+
+# ---------------------------------------------------------------- more helpers
+# (added for test_ingress_errors.py / test_data_path.py; nothing above changed)
+
+import queue as _queue
+
+STATUS_TEXT = {
+    400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    408: "Request Timeout", 431: "Request Header Fields Too Large", 502: "Bad Gateway",
+    503: "Service Unavailable",
+}
+
+
+def free_port(host="127.0.0.1"):
+    """A TCP port that was free a moment ago (bind port 0, close)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def have_ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def dead_unix_socket(path):
+    """Leave a socket file at path that nobody listens on."""
+    if os.path.exists(path):
+        os.unlink(path)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(path)
+    s.listen(1)
+    s.close()
+    return path
+
+
+def read_to_eof(sock, limit=1 << 20, timeout=10.0):
+    """Read until the peer closes.  -> (data, how): how is "eof" for an
+    orderly close, "reset" for ECONNRESET.  Raises AssertionError when the
+    peer neither sends nor closes within timeout (of silence) or sends more
+    than limit bytes."""
+    data = b""
+    sock.settimeout(timeout)
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return data, "reset"
+        except socket.timeout:
+            raise AssertionError(f"peer did not close within {timeout}s; got {data[:300]!r}")
+        if not chunk:
+            return data, "eof"
+        data += chunk
+        if len(data) > limit:
+            raise AssertionError(f"more than {limit} bytes without a close")
+
+
+def recv_exact(sock, n, timeout=10.0):
+    sock.settimeout(timeout)
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+class ManualBackend:
+    """A Unix-socket backend whose accepted sockets are handed to the test
+    (take()), so a test can drive the backend side step by step."""
+
+    def __init__(self, path):
+        self.path = path
+        self.accepted = 0
+        self.conns = []
+        self.q = _queue.Queue()
+        if os.path.exists(path):
+            os.unlink(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(64)
+        self.thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self.thread.start()
+
+    def _accept_loop(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            self.conns.append(c)
+            self.q.put(c)
+
+    def take(self, timeout=10.0):
+        try:
+            return self.q.get(timeout=timeout)
+        except _queue.Empty:
+            raise AssertionError(f"backend accepted no connection within {timeout}s")
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+
+
+def tls_transfer(tls, data=b"", nrecv=0, until_close=False, close_notify=False, timeout=60.0):
+    """Send data and receive at the same time, on this thread, over a
+    TLSStream (non-blocking socket + select, so neither side's buffers can
+    deadlock the transfer).
+
+    Stops when everything is sent and either nrecv bytes arrived or, with
+    until_close, the peer ended the TLS stream.  close_notify: send our
+    close_notify after the data (half-close; reading goes on).
+    Returns (received, closed): closed is None, "close_notify" (the peer's
+    alert arrived) or "eof" (the transport ended without one)."""
+    sock, obj = tls.sock, tls.obj
+    view = memoryview(data)
+    pending = bytearray()
+    received = bytearray()
+    closed = None
+    sent_close = False
+    deadline = time.monotonic() + timeout
+    old_timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        while True:
+            # Decrypt whatever has arrived.
+            while closed is None:
+                try:
+                    got = obj.read(1 << 17)
+                except ssl.SSLWantReadError:
+                    break
+                except ssl.SSLZeroReturnError:
+                    closed = "close_notify"
+                    break
+                except ssl.SSLEOFError:
+                    closed = "eof"
+                    break
+                if not got:
+                    # SSLObject.read() returns b"" for a close_notify when
+                    # ours was not sent yet (SSLZeroReturnError once it was);
+                    # a transport EOF without one is SSLEOFError.
+                    closed = "close_notify"
+                    break
+                received += got
+            if tls.eof and closed is None:
+                closed = "eof"
+            # Encrypt what is to be sent, a bounded amount ahead.
+            while view and len(pending) < (1 << 18):
+                n = obj.write(view[:16384])
+                view = view[n:]
+                pending += tls.out.read()
+            if not view and close_notify and not sent_close:
+                try:
+                    obj.unwrap()
+                except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                    pass
+                sent_close = True
+            pending += tls.out.read()   # records, alerts
+            if not pending and not view and (closed is not None or
+                                             (not until_close and len(received) >= nrecv)):
+                return bytes(received), closed
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"tls_transfer timed out: {len(data) - len(view) - len(pending)}"
+                                     f"/{len(data)} sent, {len(received)} received, closed={closed}")
+            rl = [] if tls.eof else [sock]
+            wl = [sock] if pending else []
+            if not rl and not wl:
+                raise AssertionError(f"transport closed; received {len(received)}/{nrecv}")
+            r, w, _ = select.select(rl, wl, [], min(remaining, 1.0))
+            if w:
+                try:
+                    n = sock.send(pending)
+                    del pending[:n]
+                except BlockingIOError:
+                    pass
+                except (BrokenPipeError, ConnectionResetError):
+                    if closed is None:
+                        raise
+                    # The peer has gone entirely after ending the stream:
+                    # what is left (an alert) has nowhere to go.
+                    return bytes(received), closed
+            if r:
+                try:
+                    chunk = sock.recv(1 << 18)
+                except BlockingIOError:
+                    chunk = None
+                except ConnectionResetError:
+                    chunk = b""
+                if chunk == b"":
+                    tls.eof = True
+                    tls.inc.write_eof()
+                elif chunk:
+                    tls.inc.write(chunk)
+    finally:
+        if sock.fileno() >= 0:
+            sock.settimeout(old_timeout)
+
+
+class ConnLedger:
+    """Counts the connections a test makes to one funneld and checks that
+    funneld wrote exactly one log record for each of them."""
+
+    def __init__(self, funneld):
+        self.f = funneld
+        self.start = len(funneld.records())
+        self.made = 0
+
+    def add(self, n=1):
+        self.made += n
+
+    def new_records(self):
+        return self.f.records()[self.start:]
+
+    def wait(self, n, timeout=20):
+        """Wait until n records were written since the ledger started."""
+        wait_for(lambda: len(self.new_records()) >= n, timeout,
+                 what=f"{n} connection records (have {len(self.new_records())})")
+        return self.new_records()
+
+    def check(self, timeout=20):
+        """All the connections made are logged, once each; returns the records."""
+        recs = self.wait(self.made, timeout)
+        if len(recs) != self.made:
+            raise AssertionError(f"{self.made} connections made but {len(recs)} records: {recs}")
+        ids = [r["id"] for r in recs]
+        if len(set(ids)) != len(ids):
+            raise AssertionError(f"a connection id logged twice: {ids}")
+        return recs
+
+
+def make_config(listen, cert, key, backends, allow="127.0.0.0/8, ::1/128", tls_extra="", **main):
+    """Like base_config, but listen may be a list and any [funneld] key can be
+    set by keyword (header_timeout="1s", max_connections=1, ...).
+    backends: list of (target, socket_path[, extra_lines])."""
+    settings = {"header_timeout": "3s", "handshake_timeout": "3s", "idle_timeout": "30s",
+                "shutdown_timeout": "5s", "log_level": "info"}
+    settings.update({k: str(v) for k, v in main.items()})
+    listens = [listen] if isinstance(listen, str) else list(listen)
+    text = "[funneld]\n" + "".join(f"listen = {l}\n" for l in listens)
+    text += f"allow = {allow}\n" + "".join(f"{k} = {v}\n" for k, v in settings.items())
+    text += f"\n[tls]\ncert = {cert}\nkey = {key}\n{tls_extra}\n"
+    for b in backends:
+        extra = b[2] if len(b) > 2 else ""
+        text += f"\n[backend {b[0]}]\nsocket = {b[1]}\n{extra}\n"
+    return text
+
+
+def open_stream_with_head(addr, head, server_hostname=TARGET, pipelined=True, ctx=None, timeout=20):
+    """open_stream() with a caller-made request head."""
+    s = connect(addr, timeout)
+    tls = TLSStream(s, ctx or client_context(), server_hostname)
+    if pipelined:
+        s.sendall(head + tls.client_hello())
+    else:
+        s.sendall(head)
+    got = recv_exact(s, len(RESPONSE_101), timeout)
+    if got != RESPONSE_101:
+        rest = b"" if len(got) < len(RESPONSE_101) else read_until_close(s)
+        s.close()
+        raise AssertionError(f"expected 101, got {got + rest!r}")
+    if not pipelined:
+        s.sendall(tls.client_hello())
+    tls.handshake()
+    return tls
+
+
+def leaf_der(chain_path):
+    """DER of the first certificate in a PEM chain file."""
+    pem = open(chain_path).read()
+    end = "-----END CERTIFICATE-----"
+    return ssl.PEM_cert_to_DER_cert(pem[:pem.index(end) + len(end)] + "\n")
+
+
+_leaves = {}
+
+
+def leaf_once(name, kind="ec"):
+    """pki().leaf(name, kind=kind), made once per test run and then reused."""
+    if (name, kind) not in _leaves:
+        _leaves[(name, kind)] = pki().leaf(name, kind=kind)
+    return _leaves[(name, kind)]
