@@ -1,0 +1,838 @@
+"""TLS features of funneld seen from real clients: SNI and several
+certificates, ALPN, session resumption (tickets, session-ID cache, several
+workers, ticket rotation, reload), and the protocol/cipher/curve policy.
+
+Clients are Python's ssl (OpenSSL) speaking through the ingress preamble
+(harness.TLSStream), and `openssl s_client` through the funnel-relay test
+tool when it is built (build/tests/tools/funnel-relay).
+
+Everything is on Unix sockets or loopback; waits are bounded polls.
+"""
+import os
+import shutil
+import signal
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+import warnings
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+from harness import (PKI, RESPONSE_101, TARGET, Funneld, TLSStream, Workdir, base_config,  # noqa: E402
+                     connect, ingress_head, wait_for)
+
+OTHER = "other.example.ts.net"          # a second target with its own certificate
+WILD_TARGET = "api.svc.example.ts.net"  # a target served by a wildcard certificate
+RELAY = os.path.join(harness.TOOLS, "funnel-relay")
+EXT_SESSION_TICKET = 35
+
+CERTS = {}
+_pki = []
+
+
+def pki():
+    """This module's own CA (nothing another module does to the shared one
+    can pull it away mid-run); removed in tearDownModule."""
+    return _pki[0]
+
+
+def client_context(alpn=None):
+    return harness.client_context(cafile=pki().ca_cert, alpn=alpn)
+
+
+def setUpModule():
+    _pki.append(PKI(tempfile.mkdtemp(prefix="fd-tlsf-pki-")))
+    p = pki()
+    CERTS["node"] = p.leaf(TARGET)
+    CERTS["other"] = p.leaf(OTHER)
+    CERTS["wild"] = p.leaf("*.svc.example.ts.net", tag="wild-svc")
+    CERTS["node-rsa"] = p.leaf(TARGET, kind="rsa")
+
+
+def tearDownModule():
+    if _pki:
+        shutil.rmtree(_pki.pop().dir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- helpers
+
+_src_port = [40000]
+_src_lock = threading.Lock()
+
+
+def next_src(host="203.0.113.7"):
+    """A Tailscale-Ingress-Src with a port of its own: it names the log record."""
+    with _src_lock:
+        _src_port[0] += 1
+        return f"{host}:{_src_port[0]}"
+
+
+class Stream(TLSStream):
+    """harness.TLSStream with a session to resume."""
+
+    def __init__(self, sock, ctx, server_hostname, session=None):
+        self.sock = sock
+        self.inc = ssl.MemoryBIO()
+        self.out = ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.inc, self.out, server_hostname=server_hostname, session=session)
+        self.eof = False
+
+
+def dial(addr, ctx=None, server_hostname=TARGET, target=f"{TARGET}:443", src=None, session=None):
+    """Relay side: head + ClientHello in one write, exactly the 101, then the
+    handshake.  Returns (stream, client_hello_bytes).  A TLS failure raises
+    ssl.SSLError or ConnectionError; a missing 101 raises AssertionError."""
+    s = connect(addr, 20)
+    try:
+        st = Stream(s, ctx or client_context(), server_hostname, session)
+        hello = st.client_hello()
+        s.sendall(ingress_head(src=src or next_src(), target=target) + hello)
+        got = b""
+        while len(got) < len(RESPONSE_101):
+            chunk = s.recv(len(RESPONSE_101) - len(got))
+            if not chunk:
+                raise AssertionError(f"closed before the 101, got {got!r}")
+            got += chunk
+        if got != RESPONSE_101:
+            raise AssertionError(f"expected the 101, got {got!r}")
+        st.handshake()
+    except BaseException:
+        s.close()
+        raise
+    return st, hello
+
+
+def roundtrip(st, payload=b"ping"):
+    """Echo backend: send, read the same bytes back, close cleanly."""
+    try:
+        st.sendall(payload)
+        got = b""
+        while len(got) < len(payload):
+            chunk = st.recv()
+            if not chunk:
+                break
+            got += chunk
+        st.close_notify()
+        return got
+    finally:
+        st.close()
+
+
+def parse_client_hello(data):
+    """-> (legacy client_version, session_id, {extension type: data})."""
+    hs, i = b"", 0
+    while i + 5 <= len(data):
+        n = struct.unpack("!H", data[i + 3:i + 5])[0]
+        if data[i] == 22:
+            hs += data[i + 5:i + 5 + n]
+        i += 5 + n
+    if not hs or hs[0] != 1:
+        raise AssertionError(f"not a ClientHello: {data[:16]!r}")
+    body = hs[4:4 + int.from_bytes(hs[1:4], "big")]
+    version = struct.unpack("!H", body[0:2])[0]
+    p = 34
+    sid = body[p + 1:p + 1 + body[p]]
+    p += 1 + body[p]
+    p += 2 + struct.unpack("!H", body[p:p + 2])[0]
+    p += 1 + body[p]
+    exts = {}
+    if p + 2 <= len(body):
+        end = p + 2 + struct.unpack("!H", body[p:p + 2])[0]
+        p += 2
+        while p + 4 <= end:
+            t, n = struct.unpack("!HH", body[p:p + 4])
+            exts[t] = body[p + 4:p + 4 + n]
+            p += 4 + n
+    return version, sid, exts
+
+
+class EchoBackend:
+    """A Unix-socket echo backend that knows when each connection ended:
+    conns[i] = {"data": bytearray, "done": Event} (done at EOF from funneld)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.conns = []
+        self.lock = threading.Lock()
+        if os.path.exists(path):
+            os.unlink(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(256)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            rec = {"data": bytearray(), "done": threading.Event()}
+            with self.lock:
+                self.conns.append(rec)
+            threading.Thread(target=self._serve, args=(c, rec), daemon=True).start()
+
+    def _serve(self, c, rec):
+        try:
+            c.settimeout(60)
+            while True:
+                data = c.recv(65536)
+                if not data:
+                    break
+                rec["data"] += data
+                c.sendall(data)
+            rec["done"].set()
+            c.shutdown(socket.SHUT_WR)
+        except OSError:
+            rec["done"].set()
+        finally:
+            c.close()
+
+    def count(self):
+        with self.lock:
+            return len(self.conns)
+
+    def conn(self, i, timeout=15):
+        """Connection i, once funneld has closed it."""
+        wait_for(lambda: self.count() > i, timeout, what=f"backend connection #{i}")
+        with self.lock:
+            rec = self.conns[i]
+        if not rec["done"].wait(timeout):
+            raise AssertionError(f"backend connection #{i} not closed by funneld")
+        return rec
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+
+
+def start_relay(testcase, wd, listen_path, target):
+    """funnel-relay in front of funneld; returns the public port (or skips)."""
+    if not os.access(RELAY, os.X_OK):
+        testcase.skipTest(f"{RELAY} is not built (make {os.path.relpath(RELAY, harness.ROOT)})")
+    errpath = wd(f"relay-{time.monotonic_ns()}.err")
+    errf = open(errpath, "wb")
+    proc = subprocess.Popen([RELAY, "-l", "127.0.0.1:0", "-f", "unix:" + listen_path, "-t", target],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errf)
+
+    def stop():
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        errf.close()
+    testcase.addCleanup(stop)
+
+    def ready():
+        text = open(errpath, "rb").read().decode("utf-8", "replace")
+        return "listening on" in text or proc.poll() is not None
+    wait_for(ready, 15, what="funnel-relay to listen")
+    text = open(errpath, "rb").read().decode("utf-8", "replace")
+    if proc.poll() is not None:
+        raise AssertionError(f"funnel-relay exited {proc.returncode}: {text}")
+    line = [ln for ln in text.splitlines() if "listening on" in ln][0]
+    return int(line.rsplit(":", 1)[1])
+
+
+def s_client(port, args, timeout=30):
+    p = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-CAfile", pki().ca_cert]
+                       + args, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+    return p.returncode, p.stdout + p.stderr
+
+
+# ---------------------------------------------------------------- base
+
+class FunneldCase(unittest.TestCase):
+    """Starts one funneld for the class (setUpClass → cls.config())."""
+
+    workers = 1
+    extra_tls = ""
+    cert = "node"
+
+    @classmethod
+    def backends(cls, wd):
+        return [(f"{TARGET}:443", wd("node.sock"), "")]
+
+    @classmethod
+    def setUpClass(cls):
+        cls.wd = Workdir()
+        cls.listen = cls.wd("funneld.sock")
+        cls.be = {}
+        try:
+            backends = cls.backends(cls.wd)
+            for b in backends:
+                if b[1] not in cls.be:
+                    cls.be[b[1]] = EchoBackend(b[1])
+            chain, key = CERTS[cls.cert]
+            text = base_config("unix:" + cls.listen, chain, key, backends,
+                               extra_main=f"workers = {cls.workers}\n", extra_tls=cls.extra_tls)
+            cls.f = Funneld(cls.wd.path, text).start()
+        except BaseException:
+            cls._teardown()
+            raise
+
+    @classmethod
+    def _teardown(cls):
+        f = getattr(cls, "f", None)
+        if f is not None:
+            f.stop()
+        for b in cls.be.values():
+            b.close()
+        cls.wd.cleanup()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls._teardown()
+
+    # -- helpers
+
+    def record(self, src, timeout=20):
+        """The log record of the connection whose Tailscale-Ingress-Src was src."""
+        def find():
+            return [r for r in self.f.records() if r.get("src") == src]
+        return wait_for(find, timeout, what=f"the log record of src={src}")[0]
+
+    def open(self, **kw):
+        src = kw.pop("src", None) or next_src()
+        st, hello = dial(self.listen, src=src, **kw)
+        return st, src
+
+    def ok(self, payload=b"ping", **kw):
+        """A connection that must work end to end; returns (stream info, record)."""
+        st, src = self.open(**kw)
+        info = {
+            "version": st.obj.version(),
+            "cipher": st.obj.cipher()[0],
+            "alpn": st.obj.selected_alpn_protocol(),
+            "san": dict(st.obj.getpeercert() or {}).get("subjectAltName"),
+            "reused": st.obj.session_reused,
+            "session": st.obj.session,
+        }
+        self.assertEqual(roundtrip(st, payload), payload, "data did not make the round trip")
+        rec = self.record(src)
+        self.assertEqual(rec.get("result"), "ok", rec)
+        return info, rec
+
+    def refused(self, backend_sock, **kw):
+        """A handshake that must fail: returns (client error, log record) after
+        checking the backend got not a single byte."""
+        be = self.be[backend_sock]
+        n0 = be.count()
+        src = kw.pop("src", None) or next_src()
+        try:
+            st, _ = dial(self.listen, src=src, **kw)
+        except (ssl.SSLError, ConnectionError) as e:
+            err = e
+        else:
+            desc = f"{st.obj.version()} {st.obj.cipher()} alpn={st.obj.selected_alpn_protocol()}"
+            st.close()
+            self.fail(f"handshake succeeded ({desc}); it must fail")
+        rec = self.record(src)
+        self.assertEqual(rec.get("result"), "handshake_failed", rec)
+        self.assertEqual(bytes(be.conn(n0)["data"]), b"", "the backend received bytes of a failed handshake")
+        return err, rec
+
+
+# ---------------------------------------------------------------- 1. SNI
+
+class SNITest(FunneldCase):
+    """[tls] cert for node, [backend other] with its own, [backend api.svc]
+    with a wildcard *.svc.example.ts.net."""
+
+    @classmethod
+    def backends(cls, wd):
+        oc, ok = CERTS["other"]
+        wc, wk = CERTS["wild"]
+        return [(f"{TARGET}:443", wd("node.sock"), ""),
+                (f"{OTHER}:443", wd("other.sock"), f"cert = {oc}\nkey = {ok}\n"),
+                (f"{WILD_TARGET}:443", wd("wild.sock"), f"cert = {wc}\nkey = {wk}\n")]
+
+    def san(self, info):
+        return [v for k, v in info["san"] or () if k == "DNS"]
+
+    def test_sni_of_target_gets_target_certificate(self):
+        info, rec = self.ok(server_hostname=TARGET)
+        self.assertEqual(self.san(info), [TARGET])
+        self.assertEqual(rec["sni"], TARGET)
+        self.assertEqual(rec["backend"], self.wd("node.sock"))
+
+    def test_sni_of_other_certificate_switches_to_it(self):
+        info, rec = self.ok(server_hostname=OTHER)
+        self.assertEqual(self.san(info), [OTHER])
+        self.assertEqual(rec["sni"], OTHER)
+        # The certificate follows SNI; the backend still follows the target.
+        self.assertEqual(rec["backend"], self.wd("node.sock"))
+        info, rec = self.ok(server_hostname=TARGET, target=f"{OTHER}:443")
+        self.assertEqual(self.san(info), [TARGET])
+        self.assertEqual(rec["backend"], self.wd("other.sock"))
+
+    def test_no_sni_gets_certificate_of_the_target(self):
+        ctx = client_context()
+        ctx.check_hostname = False
+        for target, name, sock in [(TARGET, TARGET, "node.sock"), (OTHER, OTHER, "other.sock"),
+                                   (WILD_TARGET, "*.svc.example.ts.net", "wild.sock")]:
+            with self.subTest(target=target):
+                info, rec = self.ok(ctx=ctx, server_hostname=None, target=f"{target}:443")
+                self.assertEqual(self.san(info), [name])
+                self.assertEqual(rec["sni"], "-")
+                self.assertEqual(rec["backend"], self.wd(sock))
+
+    def test_sni_is_case_insensitive(self):
+        info, rec = self.ok(server_hostname="NODE.Example.TS.net")
+        self.assertEqual(self.san(info), [TARGET])
+        info, rec = self.ok(server_hostname="Other.EXAMPLE.ts.net")
+        self.assertEqual(self.san(info), [OTHER])
+
+    def test_wildcard_certificate_covers_one_label(self):
+        info, rec = self.ok(server_hostname="x.svc.example.ts.net")
+        self.assertEqual(self.san(info), ["*.svc.example.ts.net"])
+        self.assertEqual(rec["backend"], self.wd("node.sock"))
+        ctx = client_context()
+        ctx.check_hostname = False
+        err, rec = self.refused(self.wd("node.sock"), ctx=ctx, server_hostname="a.b.svc.example.ts.net")
+        self.assertIn("unrecognized_name", rec.get("reason", ""))
+
+    def test_unknown_sni_fails_with_unrecognized_name(self):
+        ctx = client_context()
+        ctx.check_hostname = False
+        for name in ["unknown.example.com", "example.ts.net", "node.example.ts.net.evil"]:
+            with self.subTest(sni=name):
+                err, rec = self.refused(self.wd("node.sock"), ctx=ctx, server_hostname=name)
+                self.assertIsInstance(err, ssl.SSLError)
+                text = f"{getattr(err, 'reason', '')} {err}"
+                self.assertTrue("TLSV1_UNRECOGNIZED_NAME" in text or "unrecognized name" in text,
+                                f"expected an unrecognized_name alert, got {err!r}")
+                self.assertTrue(rec.get("reason", "").startswith("unrecognized_name"), rec)
+                self.assertEqual(rec.get("sni"), name)
+                self.assertEqual(rec.get("tls"), "-")
+
+    def test_openssl_s_client_through_relay(self):
+        port = start_relay(self, self.wd, self.listen, f"{TARGET}:443")
+        rc, out = s_client(port, ["-servername", OTHER, "-verify_return_error", "-verify_hostname", OTHER])
+        self.assertIn("CN = other.example.ts.net", out)
+        self.assertIn("Verify return code: 0 (ok)", out)
+        rc, out = s_client(port, ["-noservername", "-verify_return_error"])
+        self.assertRegex(out, r"subject=.*CN = node\.example\.ts\.net")
+        self.assertIn("Verify return code: 0 (ok)", out)
+        rc, out = s_client(port, ["-servername", "nobody.example.org"])
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn("unrecognized name", out)
+
+
+# ---------------------------------------------------------------- 2. ALPN
+
+class ALPNTest(FunneldCase):
+    extra_tls = "alpn = h2, http/1.1\n"
+
+    @classmethod
+    def backends(cls, wd):
+        return [(f"{TARGET}:443", wd("node.sock"), ""),
+                (f"{OTHER}:443", wd("noalpn.sock"), "alpn =\n")]
+
+    def test_h2_offered_gets_h2(self):
+        info, rec = self.ok(ctx=client_context(alpn=["h2", "http/1.1"]))
+        self.assertEqual(info["alpn"], "h2")
+        self.assertEqual(rec["alpn"], "h2")
+
+    def test_server_preference_wins(self):
+        info, rec = self.ok(ctx=client_context(alpn=["http/1.1", "h2"]))
+        self.assertEqual(info["alpn"], "h2")
+        self.assertEqual(rec["alpn"], "h2")
+
+    def test_http11_only_gets_http11(self):
+        info, rec = self.ok(ctx=client_context(alpn=["http/1.1"]))
+        self.assertEqual(info["alpn"], "http/1.1")
+        self.assertEqual(rec["alpn"], "http/1.1")
+
+    def test_no_alpn_offered_is_fine(self):
+        info, rec = self.ok(ctx=client_context())
+        self.assertIsNone(info["alpn"])
+        self.assertEqual(rec["alpn"], "-")
+
+    def test_no_common_protocol_fails_with_no_application_protocol(self):
+        err, rec = self.refused(self.wd("node.sock"), ctx=client_context(alpn=["spdy/3"]))
+        self.assertIsInstance(err, ssl.SSLError)
+        text = f"{getattr(err, 'reason', '')} {err}".lower()
+        self.assertTrue("no application protocol" in text or "no_application_protocol" in text,
+                        f"expected a no_application_protocol alert, got {err!r}")
+
+    def test_no_common_protocol_logged_as_no_application_protocol(self):
+        # The log/metrics reason should name the alert, as unrecognized_name does
+        # for SNI, not a generic "bad_client_hello".
+        err, rec = self.refused(self.wd("node.sock"), ctx=client_context(alpn=["spdy/3"]))
+        self.assertTrue(rec.get("reason", "").startswith("no_application_protocol"),
+                        f"reason {rec.get('reason')!r}")
+
+    def test_empty_alpn_in_backend_negotiates_nothing(self):
+        for offer in (["h2", "http/1.1"], ["spdy/3"]):
+            with self.subTest(offer=offer):
+                info, rec = self.ok(ctx=client_context(alpn=offer), target=f"{OTHER}:443",
+                                    server_hostname=TARGET)
+                self.assertIsNone(info["alpn"])
+                self.assertEqual(rec["alpn"], "-")
+                self.assertEqual(rec["backend"], self.wd("noalpn.sock"))
+
+
+# ---------------------------------------------------------------- 3. resumption
+
+class ResumptionBase(FunneldCase):
+    def first(self, ctx, **kw):
+        info, rec = self.ok(ctx=ctx, **kw)
+        self.assertFalse(info["reused"], "the first connection cannot be a resumption")
+        self.assertIsNotNone(info["session"])
+        return info["session"]
+
+    def resume(self, ctx, session, **kw):
+        """-> (session_reused, ClientHello) of a connection offering session."""
+        src = next_src()
+        st, hello = dial(self.listen, ctx=ctx, session=session, src=src, **kw)
+        reused = st.obj.session_reused
+        self.assertEqual(roundtrip(st, b"again"), b"again")
+        self.assertEqual(self.record(src).get("result"), "ok")
+        return reused, hello
+
+
+class TicketResumptionTest(ResumptionBase):
+    """Default: session tickets on."""
+
+    @classmethod
+    def backends(cls, wd):
+        oc, ok = CERTS["other"]
+        return [(f"{TARGET}:443", wd("node.sock"), ""),
+                (f"{OTHER}:443", wd("other.sock"), f"cert = {oc}\nkey = {ok}\n")]
+
+    def test_ticket_resumes(self):
+        ctx = client_context()
+        sess = self.first(ctx)
+        self.assertTrue(sess.has_ticket, "no session ticket issued with session_tickets = yes (default)")
+        for _ in range(3):
+            reused, hello = self.resume(ctx, sess)
+            _, _, exts = parse_client_hello(hello)
+            self.assertTrue(exts.get(EXT_SESSION_TICKET), "the client did not offer its ticket")
+            self.assertTrue(reused, "a valid session ticket was not accepted")
+
+    def test_resumption_survives_reload(self):
+        ctx = client_context()
+        sess = self.first(ctx)
+        n = self.f.log().count("configuration reloaded")
+        self.f.signal(signal.SIGHUP)
+        wait_for(lambda: self.f.log().count("configuration reloaded") > n, 15, what="the reload")
+        reused, _ = self.resume(ctx, sess)
+        self.assertTrue(reused, "a reload with the same ticket_rotation invalidated the tickets")
+
+    def test_session_not_resumed_under_another_server_name(self):
+        # RFC 6066 section 3: a server "MUST NOT accept the request to resume
+        # the session if the server_name extension contains a different name.
+        # Instead, it proceeds with a full handshake".  Here the two names
+        # even have different certificates: resuming would hand the client a
+        # session authenticated by OTHER's certificate under TARGET's name.
+        ctx = client_context()
+        ctx.check_hostname = False
+        sess = self.first(ctx, server_hostname=OTHER)
+        reused, _ = self.resume(ctx, sess, server_hostname=OTHER)
+        self.assertTrue(reused)
+        reused, _ = self.resume(ctx, sess, server_hostname=TARGET)
+        self.assertFalse(reused, "a session of SNI other.example.ts.net was resumed under SNI "
+                                 "node.example.ts.net")
+
+
+class CacheResumptionTest(ResumptionBase):
+    extra_tls = "session_tickets = no\n"
+
+    @classmethod
+    def backends(cls, wd):
+        oc, ok = CERTS["other"]
+        return [(f"{TARGET}:443", wd("node.sock"), ""),
+                (f"{OTHER}:443", wd("other.sock"), f"cert = {oc}\nkey = {ok}\n")]
+
+    def test_session_id_resumes(self):
+        ctx = client_context()
+        sess = self.first(ctx)
+        self.assertFalse(sess.has_ticket, "a session ticket was issued with session_tickets = no")
+        self.assertTrue(sess.id, "no session ID to resume with")
+        for _ in range(3):
+            reused, hello = self.resume(ctx, sess)
+            _, sid, _ = parse_client_hello(hello)
+            self.assertEqual(sid, sess.id)
+            self.assertTrue(reused, "a cached session ID was not resumed")
+
+    def test_session_not_resumed_under_another_server_name(self):
+        ctx = client_context()
+        ctx.check_hostname = False
+        sess = self.first(ctx, server_hostname=OTHER)
+        reused, _ = self.resume(ctx, sess, server_hostname=TARGET)
+        self.assertFalse(reused, "a cached session of SNI other.example.ts.net was resumed under SNI "
+                                 "node.example.ts.net (RFC 6066 section 3)")
+
+
+class WorkersMixin:
+    """workers = 2: resumption must not depend on which worker accepts."""
+    workers = 2
+
+    def test_workers_started(self):
+        tasks = os.listdir(f"/proc/{self.f.proc.pid}/task")
+        self.assertGreaterEqual(len(tasks), 3, "workers = 2: expected the main thread and two workers")
+
+    def many(self, ctx, sess, n=20, parallel=5):
+        """n resumptions, `parallel` at a time (so that both workers take some)."""
+        results, errors = [], []
+        lock = threading.Lock()
+
+        def one():
+            try:
+                st, _ = dial(self.listen, ctx=ctx, session=sess, src=next_src())
+                reused = st.obj.session_reused
+                echoed = roundtrip(st, b"w") == b"w"
+                with lock:
+                    results.append(reused and echoed)
+            except BaseException as e:  # reported below
+                with lock:
+                    errors.append(repr(e))
+        for i in range(0, n, parallel):
+            ts = [threading.Thread(target=one) for _ in range(min(parallel, n - i))]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join(60)
+        self.assertEqual(errors, [])
+        self.assertEqual(len(results), n)
+        self.assertTrue(all(results), f"only {sum(results)} of {n} connections resumed")
+
+
+class WorkersTicketTest(WorkersMixin, ResumptionBase):
+    def test_tickets_resume_on_every_worker(self):
+        ctx = client_context()
+        sess = self.first(ctx)
+        self.assertTrue(sess.has_ticket)
+        self.many(ctx, sess)
+
+
+class WorkersCacheTest(WorkersMixin, ResumptionBase):
+    extra_tls = "session_tickets = no\n"
+
+    def test_session_cache_shared_by_workers(self):
+        ctx = client_context()
+        sess = self.first(ctx)
+        self.assertFalse(sess.has_ticket)
+        self.many(ctx, sess)
+
+
+class TicketRotationTest(ResumptionBase):
+    ROTATION = 2
+    extra_tls = f"ticket_rotation = {ROTATION}s\n"
+
+    def test_ticket_refused_after_two_rotations(self):
+        ctx = client_context()
+        t0 = time.monotonic()
+        sess = self.first(ctx)
+        self.assertTrue(sess.has_ticket)
+        self.assertEqual(sess.ticket_lifetime_hint, self.ROTATION,
+                         "the ticket lifetime hint should be ticket_rotation")
+        reused, _ = self.resume(ctx, sess)
+        elapsed = time.monotonic() - t0
+        if not reused and elapsed >= self.ROTATION:
+            self.skipTest(f"too slow to check the fresh ticket ({elapsed:.1f}s)")
+        self.assertTrue(reused, "a fresh ticket was not accepted")
+        # Past two rotations (plus a second of margin for whole-second clocks)
+        # the key that sealed it is gone and the ticket has expired anyway.
+        wait_for(lambda: time.monotonic() > t0 + 2 * self.ROTATION + 1, 2 * self.ROTATION + 5,
+                 interval=0.1, what="two ticket rotations")
+        reused, hello = self.resume(ctx, sess)
+        _, _, exts = parse_client_hello(hello)
+        self.assertTrue(exts.get(EXT_SESSION_TICKET), "the client did not offer the old ticket")
+        self.assertFalse(reused, "a ticket older than two rotations was still accepted")
+
+
+# ---------------------------------------------------------------- 4. policy
+
+OPENSSL_TO_MBEDTLS = {
+    "ECDHE-ECDSA-CHACHA20-POLY1305": "TLS-ECDHE-ECDSA-WITH-CHACHA20-POLY1305-SHA256",
+    "ECDHE-ECDSA-AES128-GCM-SHA256": "TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384": "TLS-ECDHE-ECDSA-WITH-AES-256-GCM-SHA384",
+    "ECDHE-RSA-CHACHA20-POLY1305": "TLS-ECDHE-RSA-WITH-CHACHA20-POLY1305-SHA256",
+    "ECDHE-RSA-AES128-GCM-SHA256": "TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256",
+    "ECDHE-RSA-AES256-GCM-SHA384": "TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384",
+}
+
+
+def tls12_context(ciphers=None, curve=None):
+    ctx = client_context()
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    if ciphers:
+        ctx.set_ciphers(ciphers)
+    if curve:
+        ctx.set_ecdh_curve(curve)
+    return ctx
+
+
+class PolicyTest(FunneldCase):
+    """The default policy, ECDSA certificate."""
+
+    def test_modern_client_gets_tls12_aead(self):
+        info, rec = self.ok(ctx=client_context())
+        self.assertEqual(info["version"], "TLSv1.2")
+        self.assertRegex(info["cipher"], r"^ECDHE-ECDSA-.*(GCM|CHACHA20)")
+        self.assertEqual(rec["tls"], "TLSv1.2")
+        self.assertEqual(rec["cipher"], OPENSSL_TO_MBEDTLS[info["cipher"]])
+
+    def test_tls13_only_client_refused(self):
+        ctx = client_context()
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        self.refused(self.wd("node.sock"), ctx=ctx)
+
+    def test_server_preference_order(self):
+        ctx = tls12_context("ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256:"
+                            "ECDHE-ECDSA-CHACHA20-POLY1305")
+        info, rec = self.ok(ctx=ctx)
+        self.assertEqual(info["cipher"], "ECDHE-ECDSA-CHACHA20-POLY1305")
+        self.assertEqual(rec["cipher"], "TLS-ECDHE-ECDSA-WITH-CHACHA20-POLY1305-SHA256")
+        # Without ChaCha20, the next one of the server's list.
+        info, rec = self.ok(ctx=tls12_context("ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256"))
+        self.assertEqual(info["cipher"], "ECDHE-ECDSA-AES128-GCM-SHA256")
+
+    def test_cbc_only_client_refused(self):
+        ctx = tls12_context("ECDHE-ECDSA-AES128-SHA256:ECDHE-RSA-AES128-SHA256:AES128-SHA")
+        err, rec = self.refused(self.wd("node.sock"), ctx=ctx)
+        self.assertIn("no_shared_cipher", rec.get("reason", ""))
+
+    def test_non_ecdhe_client_refused(self):
+        for suites in ("AES128-GCM-SHA256", "DHE-RSA-AES128-GCM-SHA256:AES256-GCM-SHA384"):
+            with self.subTest(ciphers=suites):
+                err, rec = self.refused(self.wd("node.sock"), ctx=tls12_context(suites))
+                self.assertIn("no_shared_cipher", rec.get("reason", ""))
+
+    def test_tls11_client_refused(self):
+        ctx = client_context()
+        ctx.check_hostname = False
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                ctx.minimum_version = ssl.TLSVersion.TLSv1_1
+                ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+            ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+            probe = ctx.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname=TARGET)
+            try:
+                probe.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+            hello_ok = True
+        except (ssl.SSLError, ValueError):
+            hello_ok = False
+        if hello_ok:
+            st = Stream(None, ctx, TARGET)
+            version, _, _ = parse_client_hello(st.client_hello())
+            self.assertEqual(version, 0x0302, "the client did not offer TLS 1.1")
+            err, rec = self.refused(self.wd("node.sock"), ctx=ctx, server_hostname=TARGET)
+            self.assertIsInstance(err, ssl.SSLError)
+            self.assertIn("protocol_version", rec.get("reason", ""))
+            return
+        # This OpenSSL will not even try TLS 1.1 from Python: s_client.
+        port = start_relay(self, self.wd, self.listen, f"{TARGET}:443")
+        rc, out = s_client(port, ["-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0", "-servername", TARGET])
+        if "no protocols available" in out:
+            self.skipTest("the local OpenSSL cannot speak TLS 1.1 at all")
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn("protocol version", out)
+
+    def test_renegotiation_refused(self):
+        # Not testable from Python's ssl: `openssl s_client` through the relay,
+        # whose "R" command starts a client-initiated renegotiation.
+        port = start_relay(self, self.wd, self.listen, f"{TARGET}:443")
+        be = self.be[self.wd("node.sock")]
+        n0 = be.count()
+        out = self.wd(f"s_client-{time.monotonic_ns()}.out")
+        with open(out, "w") as o:
+            p = subprocess.Popen(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_2",
+                                  "-servername", TARGET, "-CAfile", pki().ca_cert],
+                                 stdin=subprocess.PIPE, stdout=o, stderr=subprocess.STDOUT, text=True)
+            try:
+                p.stdin.write("hello\n")
+                p.stdin.flush()
+                wait_for(lambda: be.count() > n0 and bytes(be.conns[n0]["data"]).endswith(b"hello\n"), 20,
+                         what="data through s_client")
+                p.stdin.write("R\n")
+                p.stdin.flush()
+                try:
+                    p.wait(20)
+                except subprocess.TimeoutExpired:
+                    pass
+            finally:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        text = open(out).read()
+        if "RENEGOTIATING" not in text:
+            self.skipTest("this s_client did not start a renegotiation")
+        self.assertIn("no renegotiation", text, "the renegotiation was not refused")
+        self.assertNotIn(b"R\n", bytes(be.conns[n0]["data"]))
+
+
+class CipherListTest(FunneldCase):
+    """`ciphers` sets the suites and the server's order."""
+    extra_tls = "ciphers = ECDHE-ECDSA-AES256-GCM-SHA384, TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256\n"
+
+    def test_configured_order(self):
+        info, rec = self.ok(ctx=tls12_context("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384"))
+        self.assertEqual(info["cipher"], "ECDHE-ECDSA-AES256-GCM-SHA384")
+        self.assertEqual(rec["cipher"], "TLS-ECDHE-ECDSA-WITH-AES-256-GCM-SHA384")
+        info, rec = self.ok(ctx=tls12_context("ECDHE-ECDSA-AES128-GCM-SHA256"))
+        self.assertEqual(info["cipher"], "ECDHE-ECDSA-AES128-GCM-SHA256")
+
+    def test_suite_left_out_is_refused(self):
+        err, rec = self.refused(self.wd("node.sock"), ctx=tls12_context("ECDHE-ECDSA-CHACHA20-POLY1305"))
+        self.assertIn("no_shared_cipher", rec.get("reason", ""))
+
+
+class RSAPolicyTest(FunneldCase):
+    """An RSA certificate: ECDHE-RSA suites, default curves."""
+    cert = "node-rsa"
+
+    def test_rsa_certificate_gets_ecdhe_rsa_aead(self):
+        info, rec = self.ok(ctx=client_context())
+        self.assertEqual(info["cipher"], "ECDHE-RSA-CHACHA20-POLY1305")
+        self.assertEqual(rec["cipher"], "TLS-ECDHE-RSA-WITH-CHACHA20-POLY1305-SHA256")
+
+    def test_default_curves(self):
+        for curve in ("X25519", "prime256v1"):
+            with self.subTest(curve=curve):
+                self.ok(ctx=tls12_context(curve=curve))
+        err, rec = self.refused(self.wd("node.sock"), ctx=tls12_context(curve="secp384r1"))
+
+
+class CurveP256OnlyTest(FunneldCase):
+    # An RSA certificate, so that only the key exchange depends on the curve
+    # (an ECDSA P-256 certificate needs P-256 in the client's list anyway).
+    cert = "node-rsa"
+    extra_tls = "curves = secp256r1\n"
+
+    def test_curves_key(self):
+        self.ok(ctx=tls12_context(curve="prime256v1"))
+        err, rec = self.refused(self.wd("node.sock"), ctx=tls12_context(curve="X25519"))
+        self.assertIn("no_shared_cipher", rec.get("reason", ""))
+
+
+class CurveX25519OnlyTest(FunneldCase):
+    cert = "node-rsa"
+    extra_tls = "curves = x25519\n"
+
+    def test_curves_key(self):
+        self.ok(ctx=tls12_context(curve="X25519"))
+        self.refused(self.wd("node.sock"), ctx=tls12_context(curve="prime256v1"))
+
+
+if __name__ == "__main__":
+    unittest.main()
