@@ -655,7 +655,7 @@ conn_pump(struct conn *c)
 		linger(c);
 		return;
 	case CONN_HANDSHAKE:
-		ret = mbedtls_ssl_handshake(&c->ssl);
+		ret = tls_handshake(&c->ssl, &c->io);
 		if (ret == MBEDTLS_ERR_SSL_WANT_READ) {
 			set_interest(c, WANT_RELAY_READ);
 			return;

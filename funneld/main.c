@@ -233,6 +233,7 @@ main(int argc, char **argv)
 	if (snap->cfg->user != NULL && getpwnam(snap->cfg->user) == NULL) {
 		snprintf(err, sizeof(err), "%s: user %s: no such user", config_path, snap->cfg->user);
 		startup_error(err);
+		snapshot_release(snap);
 		return 1;
 	}
 	if (check_only) {

@@ -36,8 +36,9 @@ static const char *const result_names[RESULT_COUNT] = {
 
 /* Handshake failure reasons, as tls_failure_reason() names them. */
 static const char *const hs_reasons[] = {
-	"timeout", "unrecognized_name", "eof", "reset", "no_shared_cipher", "protocol_version",
-	"client_alert", "not_tls", "bad_client_hello", "other",
+	"timeout", "unrecognized_name", "no_application_protocol", "resumption_name_mismatch", "eof",
+	"reset", "no_shared_cipher", "protocol_version", "client_alert", "not_tls", "bad_client_hello",
+	"other",
 };
 #define NHS_REASONS (sizeof(hs_reasons) / sizeof(hs_reasons[0]))
 

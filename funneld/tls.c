@@ -22,7 +22,8 @@
 
 #include "tls.h"
 
-#define SESSION_CACHE_MAX 20000
+#define SESSION_CACHE_MAX 10000         /* per server name */
+#define PARTITIONS_MAX 256              /* server names with resumption */
 
 #if MBEDTLS_VERSION_MAJOR >= 3
 #define SSL_BIO(ssl) mbedtls_ssl_get_user_data_p(ssl)
@@ -44,12 +45,18 @@ struct tls_server {
 	const char **alpn;              /* NULL-terminated, or NULL for no ALPN */
 };
 
-/* Ticket keys are shared by every snapshot with the same rotation period,
- * so that a reload does not invalidate the sessions clients hold. */
-struct ticket_keys {
-	mbedtls_ssl_ticket_context ctx;
-	unsigned rotation;
-	unsigned refs;
+/*
+ * Resumption is bound to the server name (RFC 6066 §3): each name has its
+ * own ticket keys and session cache, so a session made for one name never
+ * resumes under another.  Partitions live for the whole process, so reloads
+ * keep the sessions clients hold.  A ticket starts with its partition's
+ * index; a forged index only selects keys that cannot decrypt it.
+ */
+struct partition {
+	char name[256];
+	unsigned rotation;              /* ticket key period: also the ticket lifetime */
+	mbedtls_ssl_ticket_context tickets;
+	mbedtls_ssl_cache_context cache;
 };
 
 struct tls_ctx {
@@ -58,13 +65,16 @@ struct tls_ctx {
 	struct tls_server *servers;     /* one per backend, same order */
 	size_t nservers;
 	mbedtls_ecp_group_id *curves;
-	struct ticket_keys *tickets;    /* NULL when session_tickets = no */
+	unsigned rotation;              /* ticket_rotation, also the cache timeout */
 };
 
 static pthread_mutex_t global_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct ticket_keys *current_tickets;
-static mbedtls_ssl_cache_context session_cache;
-static bool session_cache_ready;
+static struct partition *partitions[PARTITIONS_MAX];
+static size_t npartitions;
+
+/* The connection whose handshake this thread is running: the ticket and
+ * cache callbacks get no connection of their own. */
+static __thread struct tls_io *handshaking;
 
 /* One DRBG per thread: mbedTLS's own locking would serialise the workers. */
 static __thread mbedtls_entropy_context *thread_entropy;
@@ -114,10 +124,12 @@ void
 tls_global_done(void)
 {
 	pthread_mutex_lock(&global_lock);
-	if (session_cache_ready) {
-		mbedtls_ssl_cache_free(&session_cache);
-		session_cache_ready = false;
+	for (size_t i = 0; i < npartitions; i++) {
+		mbedtls_ssl_ticket_free(&partitions[i]->tickets);
+		mbedtls_ssl_cache_free(&partitions[i]->cache);
+		free(partitions[i]);
 	}
+	npartitions = 0;
 	pthread_mutex_unlock(&global_lock);
 }
 
@@ -133,8 +145,14 @@ static int
 bio_send(void *arg, const unsigned char *buf, size_t len)
 {
 	struct tls_io *io = arg;
-	ssize_t n = send(io->fd, buf, len, MSG_NOSIGNAL);
+	ssize_t n;
 
+	/* Remember the fatal alert a failing handshake sends (still plaintext
+	 * then): it names the failure better than mbedTLS's return code. */
+	if (io->alert_sent == 0 && len >= 7 && buf[0] == MBEDTLS_SSL_MSG_ALERT &&
+	    buf[5] == MBEDTLS_SSL_ALERT_LEVEL_FATAL)
+		io->alert_sent = buf[6];
+	n = send(io->fd, buf, len, MSG_NOSIGNAL);
 	if (n >= 0)
 		return (int)n;
 	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
@@ -348,6 +366,11 @@ on_sni(void *arg, mbedtls_ssl_context *ssl, const unsigned char *name, size_t le
 	io->sni[len] = '\0';
 	if (io->sni[len - 1] == '.')
 		io->sni[len - 1] = '\0';
+	/* A ticket read before the SNI resumed a session of another name. */
+	if (io->resumed_name != NULL && strcasecmp(io->resumed_name, io->sni) != 0) {
+		io->resumption_mismatch = true;
+		return -1;
+	}
 
 	if (strcasecmp(io->sni, io->target_host) == 0 || cert_covers(own, io->sni))
 		return 0;
@@ -360,67 +383,127 @@ on_sni(void *arg, mbedtls_ssl_context *ssl, const unsigned char *name, size_t le
 	return -1;
 }
 
-static struct ticket_keys *
-tickets_get(unsigned rotation)
+static const char *
+server_name(const struct tls_io *io)
 {
-	struct ticket_keys *t = NULL;
+	return io->sni[0] != '\0' ? io->sni : io->target_host;
+}
+
+/* Find or make the partition of name; NULL when there is no room left. */
+static struct partition *
+partition_for(const char *name, unsigned rotation)
+{
+	struct partition *p = NULL;
 
 	pthread_mutex_lock(&global_lock);
-	if (current_tickets != NULL && current_tickets->rotation == rotation) {
-		t = current_tickets;
-		t->refs++;
+	for (size_t i = 0; i < npartitions; i++)
+		if (partitions[i]->rotation == rotation && strcasecmp(partitions[i]->name, name) == 0) {
+			p = partitions[i];
+			goto out;
+		}
+	if (npartitions == PARTITIONS_MAX || strlen(name) >= sizeof(p->name) || (p = calloc(1, sizeof(*p))) == NULL)
 		goto out;
-	}
-	if ((t = calloc(1, sizeof(*t))) == NULL)
-		goto out;
-	mbedtls_ssl_ticket_init(&t->ctx);
+	snprintf(p->name, sizeof(p->name), "%s", name);
+	p->rotation = rotation;
+	mbedtls_ssl_ticket_init(&p->tickets);
 	/* mbedTLS rotates the key every `rotation` seconds, keeps the previous
 	 * one, and refuses tickets older than that: exactly ticket_rotation. */
-	if (mbedtls_ssl_ticket_setup(&t->ctx, thread_random, NULL, MBEDTLS_CIPHER_AES_256_GCM, rotation) != 0) {
-		mbedtls_ssl_ticket_free(&t->ctx);
-		free(t);
-		t = NULL;
+	if (mbedtls_ssl_ticket_setup(&p->tickets, thread_random, NULL, MBEDTLS_CIPHER_AES_256_GCM, rotation) != 0) {
+		mbedtls_ssl_ticket_free(&p->tickets);
+		free(p);
+		p = NULL;
 		goto out;
 	}
-	t->rotation = rotation;
-	t->refs = 1;
-	if (current_tickets != NULL && --current_tickets->refs == 0) {
-		mbedtls_ssl_ticket_free(&current_tickets->ctx);
-		free(current_tickets);
-	}
-	current_tickets = t;
-	t->refs++;              /* the reference current_tickets holds */
+	mbedtls_ssl_cache_init(&p->cache);
+	mbedtls_ssl_cache_set_max_entries(&p->cache, SESSION_CACHE_MAX);
+	mbedtls_ssl_cache_set_timeout(&p->cache, (int)rotation);
+	partitions[npartitions++] = p;
 out:
 	pthread_mutex_unlock(&global_lock);
-	return t;
+	return p;
 }
 
-static void
-tickets_put(struct ticket_keys *t)
+static struct partition *
+partition_at(size_t i)
 {
-	if (t == NULL)
-		return;
+	struct partition *p;
+
 	pthread_mutex_lock(&global_lock);
-	if (--t->refs == 0) {
-		if (current_tickets == t)
-			current_tickets = NULL;
-		mbedtls_ssl_ticket_free(&t->ctx);
-		free(t);
-	}
+	p = i < npartitions ? partitions[i] : NULL;
 	pthread_mutex_unlock(&global_lock);
+	return p;
 }
 
-static void
-session_cache_init(unsigned timeout)
+static size_t
+partition_index(const struct partition *p)
 {
+	size_t i;
+
 	pthread_mutex_lock(&global_lock);
-	if (!session_cache_ready) {
-		mbedtls_ssl_cache_init(&session_cache);
-		mbedtls_ssl_cache_set_max_entries(&session_cache, SESSION_CACHE_MAX);
-		session_cache_ready = true;
-	}
-	mbedtls_ssl_cache_set_timeout(&session_cache, (int)timeout);
+	for (i = 0; i < npartitions && partitions[i] != p; i++)
+		;
 	pthread_mutex_unlock(&global_lock);
+	return i;
+}
+
+static int
+ticket_write(void *arg, const mbedtls_ssl_session *session, unsigned char *start, const unsigned char *end,
+    size_t *tlen, uint32_t *lifetime)
+{
+	const struct tls_ctx *ctx = arg;
+	struct partition *p;
+	int ret;
+
+	if (handshaking == NULL || (p = partition_for(server_name(handshaking), ctx->rotation)) == NULL ||
+	    end - start < 2)
+		return MBEDTLS_ERR_SSL_INTERNAL_ERROR;  /* mbedTLS then sends an empty ticket */
+	start[0] = (unsigned char)partition_index(p);
+	if ((ret = mbedtls_ssl_ticket_write(&p->tickets, session, start + 1, end, tlen, lifetime)) != 0)
+		return ret;
+	*tlen += 1;
+	return 0;
+}
+
+static int
+ticket_parse(void *arg, mbedtls_ssl_session *session, unsigned char *buf, size_t len)
+{
+	struct partition *p;
+	int ret;
+
+	if (handshaking == NULL || len < 2 || (p = partition_at(buf[0])) == NULL)
+		return MBEDTLS_ERR_SSL_INVALID_MAC;     /* a full handshake follows */
+	/* The client named a server already: a session of another name does not resume. */
+	if (handshaking->sni[0] != '\0' && strcasecmp(p->name, handshaking->sni) != 0)
+		return MBEDTLS_ERR_SSL_INVALID_MAC;
+	if ((ret = mbedtls_ssl_ticket_parse(&p->tickets, session, buf + 1, len - 1)) == 0)
+		handshaking->resumed_name = p->name;
+	return ret;
+}
+
+/* The cache is asked once the whole ClientHello, SNI included, is read. */
+static int
+cache_get(void *arg, mbedtls_ssl_session *session)
+{
+	const struct tls_ctx *ctx = arg;
+	struct partition *p;
+
+	if (handshaking == NULL || (p = partition_for(server_name(handshaking), ctx->rotation)) == NULL)
+		return 1;
+	if (mbedtls_ssl_cache_get(&p->cache, session) != 0)
+		return 1;
+	handshaking->resumed_name = p->name;
+	return 0;
+}
+
+static int
+cache_set(void *arg, const mbedtls_ssl_session *session)
+{
+	const struct tls_ctx *ctx = arg;
+	struct partition *p;
+
+	if (handshaking == NULL || (p = partition_for(server_name(handshaking), ctx->rotation)) == NULL)
+		return 1;
+	return mbedtls_ssl_cache_set(&p->cache, session);
 }
 
 static const char **
@@ -485,10 +568,9 @@ server_setup(struct tls_ctx *ctx, const struct config *cfg, struct tls_server *s
 			return -1;
 		}
 	}
-	if (ctx->tickets != NULL)
-		mbedtls_ssl_conf_session_tickets_cb(c, mbedtls_ssl_ticket_write, mbedtls_ssl_ticket_parse,
-		    &ctx->tickets->ctx);
-	mbedtls_ssl_conf_session_cache(c, &session_cache, mbedtls_ssl_cache_get, mbedtls_ssl_cache_set);
+	if (cfg->session_tickets)
+		mbedtls_ssl_conf_session_tickets_cb(c, ticket_write, ticket_parse, ctx);
+	mbedtls_ssl_conf_session_cache(c, ctx, cache_get, cache_set);
 	return 0;
 }
 
@@ -512,11 +594,7 @@ tls_load(const struct config *cfg, struct tls_ctx **out, char *err, size_t errle
 	for (size_t i = 0; i < cfg->ncurves; i++)
 		ctx->curves[i] = (mbedtls_ecp_group_id)cfg->curves[i];
 	ctx->curves[cfg->ncurves] = MBEDTLS_ECP_DP_NONE;
-	if (cfg->session_tickets && (ctx->tickets = tickets_get(cfg->ticket_rotation)) == NULL) {
-		snprintf(err, errlen, "%s: cannot set up session tickets", cfg->path);
-		goto fail;
-	}
-	session_cache_init(cfg->ticket_rotation);
+	ctx->rotation = cfg->ticket_rotation;
 
 	/* [tls] alone must load too, so that -t checks it even without backends. */
 	if (cfg->tls.cert != NULL && cfg->tls.key != NULL && load_cert(ctx, cfg, &cfg->tls, err, errlen) == NULL)
@@ -547,7 +625,6 @@ tls_free(struct tls_ctx *ctx)
 	}
 	for (size_t i = 0; i < ctx->ncerts; i++)
 		cert_free(&ctx->certs[i]);
-	tickets_put(ctx->tickets);
 	free(ctx->servers);
 	free(ctx->certs);
 	free(ctx->curves);
@@ -561,6 +638,9 @@ tls_conn_setup(const struct tls_ctx *ctx, size_t bi, mbedtls_ssl_context *ssl, s
 
 	io->backend = bi;
 	io->first_byte = -1;
+	io->alert_sent = 0;
+	io->resumed_name = NULL;
+	io->resumption_mismatch = false;
 	mbedtls_ssl_init(ssl);
 	if ((ret = mbedtls_ssl_setup(ssl, &ctx->servers[bi].conf)) != 0)
 		return ret;
@@ -574,8 +654,12 @@ tls_conn_setup(const struct tls_ctx *ctx, size_t bi, mbedtls_ssl_context *ssl, s
 const char *
 tls_failure_reason(int err, const struct tls_io *io)
 {
-	if (io->sni_rejected)
+	if (io->resumption_mismatch)
+		return "resumption_name_mismatch";
+	if (io->sni_rejected || io->alert_sent == MBEDTLS_SSL_ALERT_MSG_UNRECOGNIZED_NAME)
 		return "unrecognized_name";
+	if (io->alert_sent == MBEDTLS_SSL_ALERT_MSG_NO_APPLICATION_PROTOCOL)
+		return "no_application_protocol";
 	/* A TLS stream starts with a handshake record (content type 22). */
 	if (io->first_byte >= 0 && io->first_byte != MBEDTLS_SSL_MSG_HANDSHAKE)
 		return "not_tls";
@@ -604,4 +688,20 @@ tls_failure_reason(int err, const struct tls_io *io)
 	default:
 		return "other";
 	}
+}
+
+int
+tls_handshake(mbedtls_ssl_context *ssl, struct tls_io *io)
+{
+	int ret;
+
+	handshaking = io;
+	ret = mbedtls_ssl_handshake(ssl);
+	handshaking = NULL;
+	/* Resumed under a name other than the one the session was made for. */
+	if (ret == 0 && io->resumed_name != NULL && strcasecmp(io->resumed_name, server_name(io)) != 0) {
+		io->resumption_mismatch = true;
+		return MBEDTLS_ERR_SSL_BAD_HS_CLIENT_HELLO;
+	}
+	return ret;
 }

@@ -21,6 +21,9 @@ struct tls_io {
 	char sni[256];                  /* the client's server name, "" if none */
 	bool sni_rejected;
 	int first_byte;                 /* of the client's TLS stream, -1 before any */
+	unsigned char alert_sent;       /* fatal alert we sent during the handshake, 0 if none */
+	const char *resumed_name;       /* server name of the session resumed, if any */
+	bool resumption_mismatch;
 };
 
 /* Process-wide: RNG for this thread; call in every thread using TLS. */
@@ -37,6 +40,9 @@ void tls_free(struct tls_ctx *ctx);
 
 /* Prepare ssl for backend number bi of the configuration ctx was built from. */
 int tls_conn_setup(const struct tls_ctx *ctx, size_t bi, mbedtls_ssl_context *ssl, struct tls_io *io);
+
+/* mbedtls_ssl_handshake, with resumption bound to the server name. */
+int tls_handshake(mbedtls_ssl_context *ssl, struct tls_io *io);
 
 /* A short, stable name for a handshake failure (for logs and metrics). */
 const char *tls_failure_reason(int mbedtls_err, const struct tls_io *io);
