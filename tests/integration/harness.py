@@ -7,6 +7,7 @@ Everything binds to loopback or to Unix sockets under a private temp dir.
 Waiting is done by polling with generous bounds, never by fixed sleeps.
 """
 import atexit
+import ctypes
 import hashlib
 import os
 import re
@@ -40,6 +41,16 @@ def wait_for(pred, timeout=15.0, interval=0.01, what="condition"):
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
         interval = min(interval * 1.5, 0.2)
+
+
+_prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the child must not dlopen
+
+
+def die_with_parent():
+    """In a child before exec: be killed when the thread that started it
+    ends (the test runner's main thread), so an aborted run leaves no daemon
+    behind."""
+    _prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def run(cmd, **kw):
@@ -206,9 +217,12 @@ class Funneld:
 
     def start(self, wait=True, prefix=None):
         self.logf = open(self.log_path, "ab")
-        cmd = (prefix or []) + [FUNNELD, "-c", self.config_path] + self.args
+        # FUNNELD_WRAPPER (e.g. "valgrind --leak-check=full", see `make valgrind`) runs
+        # funneld under a tool; it goes right before the binary, after any prefix.
+        wrapper = os.environ.get("FUNNELD_WRAPPER", "").split()
+        cmd = (prefix or []) + wrapper + [FUNNELD, "-c", self.config_path] + self.args
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.logf, stderr=self.logf,
-                                     env=self.env)
+                                     env=self.env, preexec_fn=die_with_parent)
         if wait:
             wait_for(lambda: "started:" in self.log() or self.proc.poll() is not None, 30,
                      what="funneld to start")
@@ -762,7 +776,8 @@ def open_stream_with_head(addr, head, server_hostname=TARGET, pipelined=True, ct
 
 def leaf_der(chain_path):
     """DER of the first certificate in a PEM chain file."""
-    pem = open(chain_path).read()
+    with open(chain_path) as f:
+        pem = f.read()
     end = "-----END CERTIFICATE-----"
     return ssl.PEM_cert_to_DER_cert(pem[:pem.index(end) + len(end)] + "\n")
 
@@ -772,6 +787,11 @@ _leaves = {}
 
 def leaf_once(name, kind="ec"):
     """pki().leaf(name, kind=kind), made once per test run and then reused."""
+    global _pki
+    if _pki is not None and not os.path.isfile(_pki.ca_cert):
+        # Somebody removed the PKI's directory: start a new one.
+        _pki = None
+        _leaves.clear()
     if (name, kind) not in _leaves:
         _leaves[(name, kind)] = pki().leaf(name, kind=kind)
     return _leaves[(name, kind)]
