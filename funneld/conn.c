@@ -60,7 +60,7 @@ struct conn {
 	struct event *relay_rev, *relay_wev, *backend_rev, *backend_wev, *timer;
 	unsigned interest;
 	struct timespec started;
-	time_t last_active;             /* monotonic seconds, for idle_timeout */
+	uint64_t last_active;           /* monotonic milliseconds, for idle_timeout */
 
 	bool peer_allowed;
 	char peer[64];
@@ -97,13 +97,14 @@ static void conn_pump(struct conn *c);
 static void conn_io(evutil_socket_t fd, short what, void *arg);
 static void conn_timeout(evutil_socket_t fd, short what, void *arg);
 
-static time_t
-now_seconds(void)
+/* Cheap enough to call on every transfer; a few ms of resolution. */
+static uint64_t
+now_ms(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	return ts.tv_sec;
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 static void
@@ -130,11 +131,17 @@ format_addr(const struct sockaddr *sa, char *out, size_t cap)
 }
 
 static void
-arm_timer(struct conn *c, unsigned seconds)
+arm_timer_ms(struct conn *c, uint64_t ms)
 {
-	struct timeval tv = { .tv_sec = seconds, .tv_usec = 0 };
+	struct timeval tv = { .tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000 };
 
 	evtimer_add(c->timer, &tv);
+}
+
+static void
+arm_timer(struct conn *c, unsigned seconds)
+{
+	arm_timer_ms(c, (uint64_t)seconds * 1000);
 }
 
 static void
@@ -435,7 +442,7 @@ handshake_done(struct conn *c)
 	int len;
 
 	c->state = CONN_SPLICE;
-	c->last_active = now_seconds();
+	c->last_active = now_ms();
 	arm_timer(c, cfg->idle_timeout);
 	if (b->proxy == PROXY_OFF)
 		return;
@@ -497,7 +504,7 @@ splice_c2b(struct conn *c)
 		int ret = mbedtls_ssl_read(&c->ssl, scratch, TLS_RECORD_MAX);
 		if (ret > 0) {
 			c->bytes_in += (uint64_t)ret;
-			c->last_active = now_seconds();
+			c->last_active = now_ms();
 			ssize_t n = send(c->backend_fd, scratch, (size_t)ret, MSG_NOSIGNAL);
 			if (n < 0) {
 				if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
@@ -574,7 +581,7 @@ splice_b2c(struct conn *c)
 			c->b2c_eof = true;
 			continue;
 		}
-		c->last_active = now_seconds();
+		c->last_active = now_ms();
 		c->b2c_inflight = (size_t)n;
 		ret = mbedtls_ssl_write(&c->ssl, scratch, (size_t)n);
 		if (ret < 0)
@@ -701,7 +708,7 @@ static void
 conn_timeout(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
-	time_t idle;
+	uint64_t idle, limit;
 
 	switch (c->state) {
 	case CONN_READ_HEAD:
@@ -712,9 +719,10 @@ conn_timeout(evutil_socket_t fd, short what, void *arg)
 		conn_close(c, RESULT_HANDSHAKE_TIMEOUT, "handshake not complete within handshake_timeout");
 		return;
 	case CONN_SPLICE:
-		idle = now_seconds() - c->last_active;
-		if (idle < (time_t)c->snap->cfg->idle_timeout) {
-			arm_timer(c, c->snap->cfg->idle_timeout - (unsigned)idle);
+		idle = now_ms() - c->last_active;
+		limit = (uint64_t)c->snap->cfg->idle_timeout * 1000;
+		if (idle < limit) {
+			arm_timer_ms(c, limit - idle);
 			return;
 		}
 		conn_close(c, RESULT_IDLE_TIMEOUT, "no data within idle_timeout");

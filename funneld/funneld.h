@@ -46,6 +46,8 @@ struct worker {
 	unsigned id;
 	pthread_t thread;
 	struct event_base *base;
+	struct listener *listeners;     /* copies of server.listeners */
+	size_t nlisteners;
 	struct event **accept_ev;       /* one per listener */
 	struct event *ctl_ev;           /* main thread → worker: phase changed */
 	struct event *accept_pause_ev;  /* out of descriptors: accept again later */
@@ -53,6 +55,7 @@ struct worker {
 	unsigned nconns;
 	unsigned char *scratch;         /* WORKER_SCRATCH bytes for reads and formatting */
 	void (*on_exit)(void);          /* called in the thread as it leaves its loop */
+	void (*on_accept_stopped)(void);        /* called in the thread once it accepts no more */
 };
 
 #define WORKER_SCRATCH (16 * 1024 + 512)

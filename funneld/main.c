@@ -30,7 +30,8 @@ struct server server;
 static struct event_base *main_base;
 static struct event *shutdown_timer, *workers_done_ev;
 static const char *config_path = CONFIG_DEFAULT_PATH;
-static atomic_uint workers_running;
+static atomic_uint workers_running, workers_accepting;
+static struct event *listeners_done_ev;
 static uint64_t watchdog_usec;
 
 static void __attribute__((noreturn))
@@ -138,6 +139,27 @@ on_worker_done(evutil_socket_t fd, short what, void *arg)
 {
 	if (atomic_load(&workers_running) == 0)
 		event_base_loopbreak(main_base);
+}
+
+/*
+ * Once no worker accepts any more, close the listeners, so that new
+ * connections are refused at once instead of waiting in the backlog for
+ * the whole drain.
+ */
+static void
+on_listeners_done(evutil_socket_t fd, short what, void *arg)
+{
+	if (atomic_load(&workers_accepting) == 0 && server.nlisteners > 0) {
+		listeners_close();
+		log_info("listeners closed");
+	}
+}
+
+static void
+worker_stopped_accepting(void)
+{
+	atomic_fetch_sub(&workers_accepting, 1);
+	event_active(listeners_done_ev, EV_READ, 0);
 }
 
 /* Called by each worker thread as it leaves its loop. */
@@ -280,6 +302,7 @@ main(int argc, char **argv)
 		fatal("calloc");
 	shutdown_timer = evtimer_new(main_base, on_shutdown_timeout, NULL);
 	workers_done_ev = event_new(main_base, -1, EV_PERSIST, on_worker_done, NULL);
+	listeners_done_ev = event_new(main_base, -1, EV_PERSIST, on_listeners_done, NULL);
 	struct event *sigs[] = {
 		evsignal_new(main_base, SIGHUP, on_signal, NULL),
 		evsignal_new(main_base, SIGTERM, on_signal, NULL),
@@ -296,9 +319,11 @@ main(int argc, char **argv)
 	sigaddset(&set, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &set, &old);
 	atomic_store(&workers_running, (unsigned)server.nworkers);
+	atomic_store(&workers_accepting, (unsigned)server.nworkers);
 	for (size_t i = 0; i < server.nworkers; i++) {
 		server.workers[i].id = (unsigned)i;
 		server.workers[i].on_exit = worker_exited;
+		server.workers[i].on_accept_stopped = worker_stopped_accepting;
 		if (worker_start(&server.workers[i]) != 0)
 			fatal("cannot start worker %zu", i);
 	}
@@ -332,6 +357,7 @@ main(int argc, char **argv)
 	event_free(status_ev);
 	event_free(shutdown_timer);
 	event_free(workers_done_ev);
+	event_free(listeners_done_ev);
 	metrics_close();
 	certwatch_close();
 	event_base_free(main_base);

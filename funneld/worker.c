@@ -21,7 +21,7 @@
 static void
 accept_enable(struct worker *w, bool on)
 {
-	for (size_t i = 0; i < server.nlisteners; i++) {
+	for (size_t i = 0; i < w->nlisteners; i++) {
 		if (on)
 			event_add(w->accept_ev[i], NULL);
 		else
@@ -45,9 +45,9 @@ on_accept(evutil_socket_t fd, short what, void *arg)
 	const struct listener *l = NULL;
 	static _Atomic time_t last_warning;
 
-	for (size_t i = 0; i < server.nlisteners; i++)
-		if (server.listeners[i].fd == fd)
-			l = &server.listeners[i];
+	for (size_t i = 0; i < w->nlisteners; i++)
+		if (w->listeners[i].fd == fd)
+			l = &w->listeners[i];
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
 		int s = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (s >= 0) {
@@ -86,6 +86,8 @@ on_control(evutil_socket_t fd, short what, void *arg)
 	case PHASE_DRAINING:
 		accept_enable(w, false);
 		event_del(w->accept_pause_ev);
+		if (w->on_accept_stopped != NULL)
+			w->on_accept_stopped();
 		if (w->nconns == 0)
 			event_base_loopbreak(w->base);
 		return;
@@ -138,9 +140,18 @@ worker_start(struct worker *w)
 		return -1;
 	if ((w->scratch = malloc(WORKER_SCRATCH)) == NULL)
 		return -1;
-	if ((w->accept_ev = calloc(server.nlisteners ? server.nlisteners : 1, sizeof(struct event *))) == NULL)
+	/* Its own copy: the main thread closes the listeners once all workers
+	 * have stopped accepting. */
+	w->nlisteners = server.nlisteners;
+	w->listeners = calloc(w->nlisteners ? w->nlisteners : 1, sizeof(struct listener));
+	w->accept_ev = calloc(w->nlisteners ? w->nlisteners : 1, sizeof(struct event *));
+	if (w->listeners == NULL || w->accept_ev == NULL)
 		return -1;
-	for (size_t i = 0; i < server.nlisteners; i++)
+	for (size_t i = 0; i < w->nlisteners; i++) {
+		w->listeners[i] = server.listeners[i];
+		w->listeners[i].unlink_path = NULL;
+	}
+	for (size_t i = 0; i < w->nlisteners; i++)
 		if ((w->accept_ev[i] = event_new(w->base, server.listeners[i].fd, EV_READ | EV_PERSIST,
 		    on_accept, w)) == NULL)
 			return -1;
@@ -157,10 +168,11 @@ worker_start(struct worker *w)
 void
 worker_free(struct worker *w)
 {
-	for (size_t i = 0; i < server.nlisteners && w->accept_ev != NULL; i++)
+	for (size_t i = 0; i < w->nlisteners && w->accept_ev != NULL; i++)
 		if (w->accept_ev[i] != NULL)
 			event_free(w->accept_ev[i]);
 	free(w->accept_ev);
+	free(w->listeners);
 	if (w->ctl_ev != NULL)
 		event_free(w->ctl_ev);
 	if (w->accept_pause_ev != NULL)
