@@ -102,6 +102,10 @@ struct conn {
 	bool			 connected;	/* to funneld */
 	struct side		 side[2];
 	struct timespec		 start;
+	/* First-bytes wait, then the wait for the 101.  A timer of its own:
+	 * libevent 2.1 keeps a bufferevent's old timeout when it is cleared
+	 * with NULL, which would cut long one-way transfers later. */
+	struct event		*timer;
 	TAILQ_ENTRY(conn)	 entry;
 };
 TAILQ_HEAD(conn_list, conn);
@@ -404,6 +408,8 @@ conn_close(struct conn *c, bool loud, const char *fmt, ...)
 		if (c->side[i].bev != NULL)
 			bufferevent_free(c->side[i].bev);
 	}
+	if (c->timer != NULL)
+		event_free(c->timer);
 	TAILQ_REMOVE(&r->conns, c, entry);
 	r->nconns--;
 	free(c);
@@ -465,7 +471,7 @@ conn_splice(struct conn *c)
 	int	i;
 
 	c->state = CONN_SPLICE;
-	bufferevent_set_timeouts(c->side[SIDE_FUNNELD].bev, NULL, NULL);
+	evtimer_del(c->timer);
 	for (i = 0; i < 2; i++) {
 		bufferevent_setwatermark(c->side[i].bev, EV_WRITE,
 		    c->side[!i].eof ? 0 : RELAY_LOW_WATER, 0);
@@ -492,7 +498,6 @@ conn_send_head(struct conn *c)
 	size_t				 n;
 
 	bufferevent_disable(client, EV_READ);
-	bufferevent_set_timeouts(client, NULL, NULL);
 
 	out = bufferevent_get_output(up);
 	evbuffer_add_printf(out, "POST /v0/ingress HTTP/1.1\r\n"
@@ -514,7 +519,7 @@ conn_send_head(struct conn *c)
 	c->state = CONN_WAIT_101;
 	tv.tv_sec = conf->answer_timeout;
 	tv.tv_usec = 0;
-	bufferevent_set_timeouts(up, &tv, NULL);
+	evtimer_add(c->timer, &tv);
 	bufferevent_enable(up, EV_READ);
 }
 
@@ -626,14 +631,8 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		c->connected = true;
 		return;
 	}
-	if (what & BEV_EVENT_TIMEOUT) {
-		if (i == SIDE_CLIENT && c->state == CONN_FIRST)
-			conn_send_head(c);	/* a client that waits */
-		else
-			conn_close(c, true, "no answer from funneld within "
-			    "%d s", conf->answer_timeout);
-		return;
-	}
+	if (what & BEV_EVENT_TIMEOUT)
+		return;		/* no bufferevent timeouts are set */
 	if (what & BEV_EVENT_EOF) {
 		if (c->state == CONN_SPLICE)
 			conn_eof(c, i);
@@ -704,6 +703,18 @@ conn_connect(struct conn *c)
 }
 
 static void
+conn_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn	*c = arg;
+
+	if (c->state == CONN_FIRST)
+		conn_send_head(c);	/* a client that waits */
+	else
+		conn_close(c, true, "no answer from funneld within %d s",
+		    c->relay->conf->answer_timeout);
+}
+
+static void
 conn_new(struct relay *r, int fd, const struct sockaddr *sa)
 {
 	const struct relay_config	*conf = r->conf;
@@ -732,6 +743,10 @@ conn_new(struct relay *r, int fd, const struct sockaddr *sa)
 	}
 	c->side[SIDE_CLIENT].bev = bev;
 	bufferevent_setcb(bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+	if ((c->timer = evtimer_new(r->base, conn_timer_cb, c)) == NULL) {
+		conn_close(c, true, "evtimer_new failed");
+		return;
+	}
 
 	if (conn_connect(c) != 0)
 		return;
@@ -743,7 +758,7 @@ conn_new(struct relay *r, int fd, const struct sockaddr *sa)
 	c->state = CONN_FIRST;
 	tv.tv_sec = conf->first_wait_ms / 1000;
 	tv.tv_usec = (conf->first_wait_ms % 1000) * 1000;
-	bufferevent_set_timeouts(bev, &tv, NULL);
+	evtimer_add(c->timer, &tv);
 	bufferevent_enable(bev, EV_READ);
 }
 
