@@ -43,7 +43,7 @@ FUZZ_SRCS   := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_REPLAY := $(FUZZ_SRCS:%.c=$(BUILD)/%-replay)
 FUZZ_BINS   := $(FUZZ_SRCS:tests/fuzz/%.c=build-fuzz/%)
 
-.PHONY: all deps check unit integration fuzz fuzz-replay demo demo-keep bench install clean lint soak
+.PHONY: all deps check unit integration fuzz fuzz-replay demo demo-keep bench install clean lint soak valgrind
 
 all: $(BUILD)/funneld $(TOOL_BINS)
 
@@ -70,10 +70,22 @@ $(BUILD)/tests/fuzz/%-replay: tests/fuzz/%.c tests/fuzz/replay_main.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< tests/fuzz/replay_main.c $(LIB) $(LDLIBS)
 
-# libFuzzer builds (clang), for `make fuzz`.
-build-fuzz/%: tests/fuzz/%.c $(LIB_SRCS)
-	@mkdir -p build-fuzz
-	clang $(CPPFLAGS) -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined $(shell pkg-config --cflags $(PKGS)) -o $@ $< $(LIB_SRCS) $(LDLIBS)
+# libFuzzer builds (clang), for `make fuzz`: the library once, instrumented for
+# coverage, ASan and UBSan, as an archive (so a target links only what it uses:
+# conn.c needs `server`, which only fuzz_conn defines), then one binary per target.
+FUZZ_CFLAGS   := -std=c11 -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
+                 -fno-sanitize-recover=all $(shell pkg-config --cflags $(PKGS))
+FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=build-fuzz/obj/%.o)
+
+build-fuzz/obj/%.o: %.c $(wildcard funneld/*.h)
+	@mkdir -p $(dir $@)
+	clang $(CPPFLAGS) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+build-fuzz/libfunneld.a: $(FUZZ_LIB_OBJS)
+	rm -f $@ && ar rcs $@ $^
+
+$(FUZZ_BINS): build-fuzz/%: tests/fuzz/%.c build-fuzz/libfunneld.a $(wildcard funneld/*.h)
+	clang $(CPPFLAGS) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< build-fuzz/libfunneld.a $(LDLIBS)
 
 deps:
 	@scripts/deps
@@ -88,13 +100,33 @@ unit: $(UNIT_BINS)
 integration: all
 	BUILD=$(BUILD) python3 tests/run.py --only integration
 
+# `make fuzz`: each target FUZZ_SECONDS, corpus in build-fuzz/corpus/NAME (seeded from
+# tests/fuzz/corpus/NAME), full log in build-fuzz/NAME.log, crashes in
+# build-fuzz/artifacts/NAME/.  One summary line per target; fails if any target failed.
 FUZZ_SECONDS ?= 60
+FUZZ_FLAGS   ?=
+fuzz: SHELL := /bin/bash
 fuzz: $(FUZZ_BINS)
-	@for f in $(FUZZ_BINS); do n=$$(basename $$f); mkdir -p build-fuzz/corpus/$$n; \
+	@rc=0; summary=(); for f in $(FUZZ_BINS); do n=$${f#build-fuzz/}; \
+	  mkdir -p build-fuzz/corpus/$$n build-fuzz/artifacts/$$n; \
+	  seeds=(); [ -d tests/fuzz/corpus/$$n ] && seeds=(tests/fuzz/corpus/$$n); \
 	  echo "== $$n ($(FUZZ_SECONDS)s)"; \
-	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build-fuzz/corpus/$$n tests/fuzz/corpus/$$n 2>&1 | \
-	    grep -E '^(stat::number_of_executed_units|stat::average_exec_per_sec|#[0-9]+ *DONE|==[0-9]+==ERROR)' ; \
-	  test $${PIPESTATUS[0]} -eq 0 || exit 1; done
+	  $$f -max_total_time=$(FUZZ_SECONDS) -timeout=20 -print_final_stats=1 \
+	    -artifact_prefix=build-fuzz/artifacts/$$n/ $(FUZZ_FLAGS) \
+	    build-fuzz/corpus/$$n "$${seeds[@]}" >build-fuzz/$$n.log 2>&1; st=$$?; \
+	  done_line=$$(grep -E '^#[0-9]+[[:space:]]+DONE' build-fuzz/$$n.log | tail -n 1); \
+	  execs=$$(sed -n 's/^stat::number_of_executed_units: *//p' build-fuzz/$$n.log | tail -n 1); \
+	  eps=$$(sed -n 's/^stat::average_exec_per_sec: *//p' build-fuzz/$$n.log | tail -n 1); \
+	  cov=$$(echo "$$done_line" | sed -n 's/.*cov: \([0-9]*\).*/\1/p'); \
+	  ft=$$(echo "$$done_line" | sed -n 's/.*ft: \([0-9]*\).*/\1/p'); \
+	  corp=$$(echo "$$done_line" | sed -n 's/.*corp: \([^ ]*\).*/\1/p'); \
+	  line=$$(printf '%-13s %s  runs=%s exec/s=%s cov=%s ft=%s corp=%s' $$n \
+	    "$$([ $$st = 0 ] && echo ok || echo FAIL)" "$${execs:-?}" "$${eps:-?}" "$${cov:-?}" "$${ft:-?}" "$${corp:-?}"); \
+	  echo "$$line"; summary+=("$$line"); \
+	  if [ $$st != 0 ]; then rc=1; echo "-- $$n failed (exit $$st); end of build-fuzz/$$n.log:"; \
+	    tail -n 40 build-fuzz/$$n.log; ls build-fuzz/artifacts/$$n/; fi; \
+	done; echo "== fuzz summary ($(FUZZ_SECONDS)s each)"; printf '%s\n' "$${summary[@]}"; \
+	[ $$rc = 0 ] && echo "fuzz: PASS" || echo "fuzz: FAIL"; exit $$rc
 
 demo: deps all
 	scripts/demo
@@ -107,6 +139,36 @@ bench: deps all
 
 lint:
 	scripts/lint
+
+# `make soak`: tests/soak.py with its defaults (20,000 connections of every kind,
+# streams up to 64 MiB, a few minutes); SOAK_ARGS changes them, e.g.
+# SOAK_ARGS="--connections 2000 --seconds 60".  `make check` runs a short one.
+soak: all
+	BUILD=$(BUILD) python3 tests/soak.py $(SOAK_ARGS)
+
+# `make valgrind`: integration tests with every funneld they start under memcheck
+# (harness.py's FUNNELD_WRAPPER).  VALGRIND_TESTS: test file patterns (default all).
+# Reports: $(BUILD)/valgrind/vg.PID.log; any memcheck error or definite leak fails.
+# Needs the plain build: valgrind does not run ASan binaries.
+VALGRIND_TESTS ?= test_*.py
+VALGRIND_DIR   := $(abspath $(BUILD))/valgrind
+VALGRIND       ?= valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99 \
+                  --track-origins=yes --num-callers=30 --log-file=$(VALGRIND_DIR)/vg.%p.log
+valgrind: SHELL := /bin/bash
+valgrind: deps all
+	@test -z "$(SANITIZE)" || { echo "valgrind: use a build without SANITIZE"; exit 2; }
+	@rm -rf $(VALGRIND_DIR) && mkdir -p $(VALGRIND_DIR)
+	@rc=0; for t in $(VALGRIND_TESTS); do echo "== valgrind: $$t"; \
+	  BUILD=$(BUILD) FUNNELD_WRAPPER="$(VALGRIND)" python3 tests/run.py --only integration --pattern "$$t" || rc=1; \
+	done; runs=0; bad=0; cut=0; \
+	for l in $(VALGRIND_DIR)/vg.*.log; do [ -e "$$l" ] || continue; runs=$$((runs + 1)); \
+	  if ! grep -q 'ERROR SUMMARY:' "$$l"; then cut=$$((cut + 1)); echo "-- $$l: no summary (funneld killed?)"; \
+	  elif ! grep -q 'ERROR SUMMARY: 0 errors' "$$l"; then bad=$$((bad + 1)); echo "-- $$l:"; \
+	    grep -E '^==[0-9]+== ' "$$l" | sed -n '/Invalid\|uninitialised\|definitely lost\|ERROR SUMMARY\|Syscall param\|Mismatched\|   at \|   by /p' | head -n 60; fi; \
+	done; \
+	echo "valgrind: $$runs funneld runs, $$bad with errors or definite leaks, $$cut without a summary"; \
+	if [ $$bad = 0 ] && [ $$rc = 0 ] && [ $$runs -gt 0 ]; then echo "valgrind: PASS"; \
+	else echo "valgrind: FAIL (tests $$([ $$rc = 0 ] && echo passed || echo failed), $$bad runs with errors)"; exit 1; fi
 
 install: $(BUILD)/funneld
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 \

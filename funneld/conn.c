@@ -33,6 +33,7 @@
 #define LINGER_SECONDS 2                /* after a refusal, how long to drain input */
 #define LINGER_BYTES (64 * 1024)        /* ... and how much of it */
 #define HEAD_BUF_START 512
+#define SPLICE_BUDGET 32                /* records per direction before other connections get a turn */
 
 static const char response_101[] = "HTTP/1.1 101 Switching Protocols\r\n\r\n";
 
@@ -84,6 +85,8 @@ struct conn {
 	size_t c2b_len, c2b_off;
 	size_t b2c_inflight;            /* bytes inside mbedtls_ssl_write awaiting a flush */
 	bool c2b_eof, c2b_shut, b2c_eof, b2c_done;
+	bool backend_failed;            /* client gets a FIN without close_notify; its bytes are dropped */
+	bool repump;                    /* a direction used up its budget: come back soon */
 	uint64_t bytes_in, bytes_out;
 
 	int status;
@@ -470,20 +473,46 @@ handshake_done(struct conn *c)
 	c->c2b_off = 0;
 }
 
+/*
+ * The backend failed mid-stream.  The client gets what the backend sent
+ * before that, then a FIN without close_notify: TLS tells it the stream was
+ * cut short, and TCP does not reset it.  What it still sends is dropped
+ * until it closes or the linger timer ends the connection.
+ */
+static void
+backend_failed(struct conn *c, const char *why)
+{
+	set_interest(c, c->interest & ~(unsigned)(WANT_BACKEND_READ | WANT_BACKEND_WRITE));
+	close(c->backend_fd);
+	c->backend_fd = -1;
+	free(c->c2b);
+	c->c2b = NULL;
+	c->c2b_off = c->c2b_len = 0;
+	c->backend_failed = true;
+	c->reason = why;
+	c->b2c_eof = true;              /* splice_b2c flushes, then ends without close_notify */
+	arm_timer(c, LINGER_SECONDS);
+}
+
 /* Client → backend.  Returns what it waits for, or -1 when c was closed. */
 static int
 splice_c2b(struct conn *c)
 {
 	unsigned char *scratch = c->w->scratch;
+	int budget = SPLICE_BUDGET;
 
-	for (;;) {
+	for (;; budget--) {
+		if (budget == 0) {
+			c->repump = true;
+			return 0;
+		}
 		if (c->c2b_off < c->c2b_len) {
 			ssize_t n = send(c->backend_fd, c->c2b + c->c2b_off, c->c2b_len - c->c2b_off, MSG_NOSIGNAL);
 			if (n < 0) {
 				if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
 					return WANT_BACKEND_WRITE;
-				conn_close(c, RESULT_BACKEND_ERROR, "backend write failed");
-				return -1;
+				backend_failed(c, "backend write failed");
+				continue;
 			}
 			c->c2b_off += (size_t)n;
 			if (c->c2b_off == c->c2b_len) {
@@ -496,20 +525,23 @@ splice_c2b(struct conn *c)
 		}
 		if (c->c2b_eof) {
 			if (!c->c2b_shut) {
-				shutdown(c->backend_fd, SHUT_WR);
+				if (!c->backend_failed)
+					shutdown(c->backend_fd, SHUT_WR);
 				c->c2b_shut = true;
 			}
 			return 0;
 		}
 		int ret = mbedtls_ssl_read(&c->ssl, scratch, TLS_RECORD_MAX);
 		if (ret > 0) {
-			c->bytes_in += (uint64_t)ret;
 			c->last_active = now_ms();
+			if (c->backend_failed)
+				continue;       /* nobody left to take it */
+			c->bytes_in += (uint64_t)ret;
 			ssize_t n = send(c->backend_fd, scratch, (size_t)ret, MSG_NOSIGNAL);
 			if (n < 0) {
 				if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-					conn_close(c, RESULT_BACKEND_ERROR, "backend write failed");
-					return -1;
+					backend_failed(c, "backend write failed");
+					continue;
 				}
 				n = 0;
 			}
@@ -547,9 +579,14 @@ static int
 splice_b2c(struct conn *c)
 {
 	unsigned char *scratch = c->w->scratch;
+	int budget = SPLICE_BUDGET;
 	int ret;
 
-	for (;;) {
+	for (;; budget--) {
+		if (budget == 0) {
+			c->repump = true;
+			return 0;
+		}
 		if (c->b2c_inflight > 0) {
 			/* mbedTLS holds the encrypted record; a retry only flushes it
 			 * and returns the length, it does not read the buffer again. */
@@ -563,8 +600,8 @@ splice_b2c(struct conn *c)
 		if (c->b2c_eof) {
 			if (c->b2c_done)
 				return 0;
-			ret = mbedtls_ssl_close_notify(&c->ssl);
-			if (ret < 0)
+			/* close_notify would vouch for a stream the backend cut short. */
+			if (!c->backend_failed && (ret = mbedtls_ssl_close_notify(&c->ssl)) < 0)
 				goto tls_error;
 			shutdown(c->relay_fd, SHUT_WR);
 			c->b2c_done = true;
@@ -574,8 +611,8 @@ splice_b2c(struct conn *c)
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
 				return WANT_BACKEND_READ;
-			conn_close(c, RESULT_BACKEND_ERROR, "backend read failed");
-			return -1;
+			backend_failed(c, "backend read failed");
+			continue;
 		}
 		if (n == 0) {
 			c->b2c_eof = true;
@@ -683,17 +720,30 @@ conn_pump(struct conn *c)
 			return;
 		/* FALLTHROUGH */
 	case CONN_SPLICE:
-		if ((ret = splice_c2b(c)) < 0)
-			return;
-		want |= (unsigned)ret;
-		if ((ret = splice_b2c(c)) < 0)
-			return;
-		want |= (unsigned)ret;
+		for (;;) {
+			bool failed_before = c->backend_failed;
+			want = 0;
+			if ((ret = splice_c2b(c)) < 0)
+				return;
+			want |= (unsigned)ret;
+			if ((ret = splice_b2c(c)) < 0)
+				return;
+			want |= (unsigned)ret;
+			/* What c2b waited for is stale once the backend is gone. */
+			if (c->backend_failed == failed_before)
+				break;
+		}
 		if (c->c2b_shut && c->b2c_done) {
-			conn_close(c, RESULT_OK, NULL);
+			conn_close(c, c->backend_failed ? RESULT_BACKEND_ERROR : RESULT_OK, NULL);
 			return;
 		}
 		set_interest(c, want);
+		/* Data may wait inside mbedTLS where no socket event would report
+		 * it: run again after the other connections have had their turn. */
+		if (c->repump) {
+			c->repump = false;
+			event_active(c->relay_rev, EV_READ, 0);
+		}
 		return;
 	}
 }
@@ -719,6 +769,10 @@ conn_timeout(evutil_socket_t fd, short what, void *arg)
 		conn_close(c, RESULT_HANDSHAKE_TIMEOUT, "handshake not complete within handshake_timeout");
 		return;
 	case CONN_SPLICE:
+		if (c->backend_failed) {
+			conn_close(c, RESULT_BACKEND_ERROR, NULL);
+			return;
+		}
 		idle = now_ms() - c->last_active;
 		limit = (uint64_t)c->snap->cfg->idle_timeout * 1000;
 		if (idle < limit) {

@@ -198,6 +198,16 @@ drop_privileges(const char *user)
 	log_info("running as user %s (uid %u, gid %u)", user, (unsigned)pw->pw_uid, (unsigned)pw->pw_gid);
 }
 
+/* libevent's own warnings go through our log, with its level and fields. */
+static void
+on_libevent_log(int severity, const char *msg)
+{
+	if (severity >= EVENT_LOG_WARN)
+		log_warnx("libevent: %s", msg);
+	else
+		log_debug("libevent: %s", msg);
+}
+
 /* "FILE:LINE: what" on stderr, or through the journal with a priority. */
 static void
 startup_error(const char *err)
@@ -254,6 +264,7 @@ main(int argc, char **argv)
 	 * never touches (most of them, for an idle one) never become resident.
 	 */
 	mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+	event_set_log_callback(on_libevent_log);
 	if (evthread_use_pthreads() != 0)
 		fatalx("libevent: no thread support");
 	if ((snap = snapshot_load(config_path, err, sizeof(err))) == NULL) {

@@ -7,11 +7,13 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/listener.h>
 
 #include "funneld.h"
 #include "log.h"
@@ -50,6 +52,8 @@ static pthread_mutex_t backends_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct backend_stats *backends;
 
 static struct evhttp *http;
+static struct evconnlistener *listener;
+static struct event *accept_pause_ev;   /* re-enables the listener after EMFILE */
 static char *metrics_path;              /* unix socket to remove at exit */
 
 const char *
@@ -203,6 +207,37 @@ on_other(struct evhttp_request *req, void *arg)
 	evhttp_send_error(req, 404, NULL);
 }
 
+static void
+metrics_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+	if (listener != NULL)
+		evconnlistener_enable(listener);
+}
+
+/*
+ * evconnlistener keeps a listener enabled after an accept() error; out of
+ * descriptors, the pending connection stays in the backlog and the socket
+ * stays readable, so it would spin (and libevent would warn each time).
+ * Pause accepting for a moment instead, as the workers do.
+ */
+static void
+metrics_accept_error(struct evconnlistener *l, void *arg)
+{
+	static time_t last_warning;
+	int err = EVUTIL_SOCKET_ERROR();
+	time_t now = time(NULL);
+
+	if (last_warning != now) {
+		last_warning = now;
+		log_warnx("metrics: accept: %s", strerror(err));
+	}
+	if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+		struct timeval tv = { 0, 100 * 1000 };
+		evconnlistener_disable(l);
+		event_add(accept_pause_ev, &tv);
+	}
+}
+
 int
 metrics_listen(struct event_base *base, const char *where, char *err, size_t errlen)
 {
@@ -213,7 +248,8 @@ metrics_listen(struct event_base *base, const char *where, char *err, size_t err
 		snprintf(err, errlen, "metrics: bad address \"%s\"", where);
 		return -1;
 	}
-	if ((http = evhttp_new(base)) == NULL)
+	if ((http = evhttp_new(base)) == NULL ||
+	    (accept_pause_ev = evtimer_new(base, metrics_accept_resume, NULL)) == NULL)
 		goto fail;
 	/* Let every method reach on_metrics, which answers 405 with Allow. */
 	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
@@ -237,8 +273,11 @@ metrics_listen(struct event_base *base, const char *where, char *err, size_t err
 	/* The service's UMask=0077 would leave it to root alone: let the group scrape. */
 	if (metrics_path != NULL && chmod(metrics_path, 0660) != 0)
 		goto fail;
-	if (evhttp_accept_socket(http, fd) != 0)
+	struct evhttp_bound_socket *bound = evhttp_accept_socket_with_handle(http, fd);
+	if (bound == NULL)
 		goto fail;
+	listener = evhttp_bound_socket_get_listener(bound);
+	evconnlistener_set_error_cb(listener, metrics_accept_error);
 	return 0;
 fail:
 	snprintf(err, errlen, "metrics %s: %s", where, strerror(errno));
@@ -250,6 +289,11 @@ fail:
 void
 metrics_close(void)
 {
+	if (accept_pause_ev != NULL) {
+		event_free(accept_pause_ev);
+		accept_pause_ev = NULL;
+	}
+	listener = NULL;
 	if (http != NULL) {
 		evhttp_free(http);
 		http = NULL;
