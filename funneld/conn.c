@@ -33,7 +33,7 @@
 #define LINGER_SECONDS 2                /* after a refusal, how long to drain input */
 #define LINGER_BYTES (64 * 1024)        /* ... and how much of it */
 #define HEAD_BUF_START 512
-#define SPLICE_BUDGET 32                /* records per direction before other connections get a turn */
+#define DISCARD_BYTES (16 * 1024 * 1024)       /* taken from a client after its backend failed */
 
 static const char response_101[] = "HTTP/1.1 101 Switching Protocols\r\n\r\n";
 
@@ -86,7 +86,6 @@ struct conn {
 	size_t b2c_inflight;            /* bytes inside mbedtls_ssl_write awaiting a flush */
 	bool c2b_eof, c2b_shut, b2c_eof, b2c_done;
 	bool backend_failed;            /* client gets a FIN without close_notify; its bytes are dropped */
-	bool repump;                    /* a direction used up its budget: come back soon */
 	uint64_t bytes_in, bytes_out;
 
 	int status;
@@ -499,20 +498,15 @@ static int
 splice_c2b(struct conn *c)
 {
 	unsigned char *scratch = c->w->scratch;
-	int budget = SPLICE_BUDGET;
 
-	for (;; budget--) {
-		if (budget == 0) {
-			c->repump = true;
-			return 0;
-		}
+	for (;;) {
 		if (c->c2b_off < c->c2b_len) {
 			ssize_t n = send(c->backend_fd, c->c2b + c->c2b_off, c->c2b_len - c->c2b_off, MSG_NOSIGNAL);
 			if (n < 0) {
 				if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
 					return WANT_BACKEND_WRITE;
 				backend_failed(c, "backend write failed");
-				continue;
+				return 0;       /* conn_pump ends the client's stream first */
 			}
 			c->c2b_off += (size_t)n;
 			if (c->c2b_off == c->c2b_len) {
@@ -531,17 +525,28 @@ splice_c2b(struct conn *c)
 			}
 			return 0;
 		}
+		/* After a backend failure, read nothing more until the FIN is out:
+		 * a client pushing hard would otherwise outrun it. */
+		if (c->backend_failed && !c->b2c_done)
+			return 0;
 		int ret = mbedtls_ssl_read(&c->ssl, scratch, TLS_RECORD_MAX);
 		if (ret > 0) {
 			c->last_active = now_ms();
-			if (c->backend_failed)
-				continue;       /* nobody left to take it */
+			if (c->backend_failed) {
+				/* Nobody left to take it; a client that keeps pushing
+				 * after the FIN is cut off. */
+				c->lingered += (size_t)ret;
+				if (c->lingered < DISCARD_BYTES)
+					continue;
+				conn_close(c, RESULT_BACKEND_ERROR, NULL);
+				return -1;
+			}
 			c->bytes_in += (uint64_t)ret;
 			ssize_t n = send(c->backend_fd, scratch, (size_t)ret, MSG_NOSIGNAL);
 			if (n < 0) {
 				if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
 					backend_failed(c, "backend write failed");
-					continue;
+					return 0;
 				}
 				n = 0;
 			}
@@ -579,14 +584,9 @@ static int
 splice_b2c(struct conn *c)
 {
 	unsigned char *scratch = c->w->scratch;
-	int budget = SPLICE_BUDGET;
 	int ret;
 
-	for (;; budget--) {
-		if (budget == 0) {
-			c->repump = true;
-			return 0;
-		}
+	for (;;) {
 		if (c->b2c_inflight > 0) {
 			/* mbedTLS holds the encrypted record; a retry only flushes it
 			 * and returns the length, it does not read the buffer again. */
@@ -722,14 +722,18 @@ conn_pump(struct conn *c)
 	case CONN_SPLICE:
 		for (;;) {
 			bool failed_before = c->backend_failed;
-			want = 0;
-			if ((ret = splice_c2b(c)) < 0)
-				return;
-			want |= (unsigned)ret;
-			if ((ret = splice_b2c(c)) < 0)
-				return;
-			want |= (unsigned)ret;
-			/* What c2b waited for is stale once the backend is gone. */
+			int first, second;
+			/* Once the backend is gone, end the client's stream (FIN)
+			 * before draining what it still sends. */
+			if (c->backend_failed) {
+				if ((first = splice_b2c(c)) < 0 || (second = splice_c2b(c)) < 0)
+					return;
+			} else {
+				if ((first = splice_c2b(c)) < 0 || (second = splice_b2c(c)) < 0)
+					return;
+			}
+			want = (unsigned)first | (unsigned)second;
+			/* What was waited for is stale once the backend failed. */
 			if (c->backend_failed == failed_before)
 				break;
 		}
@@ -738,12 +742,6 @@ conn_pump(struct conn *c)
 			return;
 		}
 		set_interest(c, want);
-		/* Data may wait inside mbedTLS where no socket event would report
-		 * it: run again after the other connections have had their turn. */
-		if (c->repump) {
-			c->repump = false;
-			event_active(c->relay_rev, EV_READ, 0);
-		}
 		return;
 	}
 }
