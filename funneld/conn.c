@@ -207,6 +207,7 @@ conn_close(struct conn *c, enum conn_result result, const char *reason)
 			event_free(evs[i]);
 	if (c->ssl_ready)
 		mbedtls_ssl_free(&c->ssl);
+	tls_stage_end(&c->io);
 	if (c->relay_fd >= 0)
 		close(c->relay_fd);
 	if (c->backend_fd >= 0)
@@ -225,14 +226,27 @@ conn_close(struct conn *c, enum conn_result result, const char *reason)
 }
 
 /*
- * Queue bytes for the relay; what send() does not take now waits in c->out.
- * Returns -1 on a socket error.
+ * Queue bytes for the relay; what send() does not take now waits in c->out,
+ * behind anything already waiting there.  Returns -1 on a socket error.
  */
 static int
 relay_send(struct conn *c, const char *data, size_t len)
 {
-	ssize_t n = send(c->relay_fd, data, len, MSG_NOSIGNAL);
+	ssize_t n;
 
+	if (c->out_off < c->out_len) {
+		char *p = realloc(c->out, c->out_len + len);
+		if (p == NULL)
+			return -1;
+		memcpy(p + c->out_len, data, len);
+		c->out = p;
+		c->out_len += len;
+		return 0;
+	}
+	free(c->out);
+	c->out = NULL;
+	c->out_len = c->out_off = 0;
+	n = send(c->relay_fd, data, len, MSG_NOSIGNAL);
 	if (n < 0) {
 		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
 			return -1;
@@ -330,8 +344,10 @@ accept_request(struct conn *c)
 	}
 	c->ssl_ready = true;
 	c->status = 101;
-	if (relay_send(c, response_101, sizeof(response_101) - 1) != 0) {
-		conn_close(c, RESULT_RELAY_ERROR, "relay closed before 101");
+	/* The 101 and the server's first flight leave in one send(). */
+	tls_stage_begin(&c->io);
+	if (tls_stage_add(&c->io, response_101, sizeof(response_101) - 1) != 0) {
+		conn_close(c, RESULT_RELAY_ERROR, "out of memory");
 		return;
 	}
 	c->state = CONN_HANDSHAKE;
@@ -700,8 +716,23 @@ conn_pump(struct conn *c)
 		return;
 	case CONN_HANDSHAKE:
 		ret = tls_handshake(&c->ssl, &c->io);
+		if (c->io.stage_len > 0) {
+			int sent = relay_send(c, (const char *)c->io.stage, c->io.stage_len);
+			c->io.stage_len = 0;
+			if (sent != 0 && ret >= 0)
+				ret = MBEDTLS_ERR_NET_SEND_FAILED;
+		}
+		if (ret == 0)
+			tls_stage_end(&c->io);
+		if (ret >= 0 && c->out_off < c->out_len) {
+			/* Finished, but the flight is still queued: it goes first. */
+			handshake_done(c);
+			if (c->state == CONN_SPLICE)
+				set_interest(c, WANT_RELAY_WRITE);
+			return;
+		}
 		if (ret == MBEDTLS_ERR_SSL_WANT_READ) {
-			set_interest(c, WANT_RELAY_READ);
+			set_interest(c, c->out_off < c->out_len ? WANT_RELAY_WRITE : WANT_RELAY_READ);
 			return;
 		}
 		if (ret == MBEDTLS_ERR_SSL_WANT_WRITE) {

@@ -140,6 +140,44 @@ tls_strerror(int err, char *buf, size_t len)
 	return buf;
 }
 
+#define STAGE_MAX (64 * 1024)           /* far above any handshake flight */
+
+void
+tls_stage_begin(struct tls_io *io)
+{
+	io->staging = true;
+	io->stage_len = 0;
+}
+
+int
+tls_stage_add(struct tls_io *io, const void *data, size_t len)
+{
+	if (io->stage_len + len > io->stage_cap) {
+		size_t cap = io->stage_cap ? io->stage_cap : 4096;
+		while (cap < io->stage_len + len)
+			cap *= 2;
+		if (cap > STAGE_MAX)
+			return -1;
+		unsigned char *p = realloc(io->stage, cap);
+		if (p == NULL)
+			return -1;
+		io->stage = p;
+		io->stage_cap = cap;
+	}
+	memcpy(io->stage + io->stage_len, data, len);
+	io->stage_len += len;
+	return 0;
+}
+
+void
+tls_stage_end(struct tls_io *io)
+{
+	free(io->stage);
+	io->stage = NULL;
+	io->stage_len = io->stage_cap = 0;
+	io->staging = false;
+}
+
 /* The socket glue: non-blocking send/recv mapped to mbedTLS's WANT_*. */
 static int
 bio_send(void *arg, const unsigned char *buf, size_t len)
@@ -152,6 +190,8 @@ bio_send(void *arg, const unsigned char *buf, size_t len)
 	if (io->alert_sent == 0 && len >= 7 && buf[0] == MBEDTLS_SSL_MSG_ALERT &&
 	    buf[5] == MBEDTLS_SSL_ALERT_LEVEL_FATAL)
 		io->alert_sent = buf[6];
+	if (io->staging)
+		return tls_stage_add(io, buf, len) == 0 ? (int)len : MBEDTLS_ERR_SSL_ALLOC_FAILED;
 	n = send(io->fd, buf, len, MSG_NOSIGNAL);
 	if (n >= 0)
 		return (int)n;

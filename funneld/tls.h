@@ -24,7 +24,17 @@ struct tls_io {
 	unsigned char alert_sent;       /* fatal alert we sent during the handshake, 0 if none */
 	const char *resumed_name;       /* server name of the session resumed, if any */
 	bool resumption_mismatch;
+	/* While staging, what mbedTLS sends is collected here, so that a
+	 * handshake flight (and the 101 before it) goes out in one send(). */
+	bool staging;
+	unsigned char *stage;
+	size_t stage_len, stage_cap;
 };
+
+/* Collect sends instead of making them; tls_stage_add() queues bytes too. */
+void tls_stage_begin(struct tls_io *io);
+int tls_stage_add(struct tls_io *io, const void *data, size_t len);
+void tls_stage_end(struct tls_io *io);          /* frees the stage; sends go direct again */
 
 /* Process-wide: RNG for this thread; call in every thread using TLS. */
 int tls_thread_init(void);
