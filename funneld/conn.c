@@ -464,6 +464,9 @@ handshake_done(struct conn *c)
 	arm_timer(c, cfg->idle_timeout);
 	if (b->proxy == PROXY_OFF)
 		return;
+	socklen_t llen = sizeof(c->local);
+	if (getsockname(c->relay_fd, (struct sockaddr *)&c->local, &llen) != 0)
+		memset(&c->local, 0, sizeof(c->local));
 	proxy_destination((struct sockaddr *)&c->req.src, (struct sockaddr *)&c->local, c->req.target_port, &dst);
 	struct proxy_info pi = {
 		.src = (struct sockaddr *)&c->req.src,
@@ -817,12 +820,10 @@ conn_timeout(evutil_socket_t fd, short what, void *arg)
 }
 
 void
-conn_accept(struct worker *w, int fd, const struct listener *l)
+conn_accept(struct worker *w, int fd, const struct listener *l, const struct sockaddr *peer)
 {
-	struct sockaddr_storage peer;
-	socklen_t plen = sizeof(peer), llen = sizeof(struct sockaddr_storage);
+	static const struct sockaddr unknown = { .sa_family = AF_UNSPEC };
 	struct conn *c;
-	int one = 1;
 
 	if ((c = calloc(1, sizeof(*c))) == NULL) {
 		close(fd);
@@ -839,16 +840,13 @@ conn_accept(struct worker *w, int fd, const struct listener *l)
 	TAILQ_INSERT_TAIL(&w->conns, c, entry);
 	w->nconns++;
 
-	if (getpeername(fd, (struct sockaddr *)&peer, &plen) != 0)
-		memset(&peer, 0, sizeof(peer));
-	getsockname(fd, (struct sockaddr *)&c->local, &llen);
-	format_addr((struct sockaddr *)&peer, c->peer, sizeof(c->peer));
-	if (l->kind == LISTEN_UNIX) {
-		c->peer_allowed = true;         /* the file's permissions decide who connects */
-	} else {
-		c->peer_allowed = cidr_list_match(c->snap->cfg->allow, c->snap->cfg->nallow, (struct sockaddr *)&peer);
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	}
+	if (peer == NULL)
+		peer = &unknown;
+	format_addr(peer, c->peer, sizeof(c->peer));
+	/* On a unix: listener the socket file's permissions decide who connects.
+	 * TCP_NODELAY comes from the listener (accepted sockets inherit it). */
+	c->peer_allowed = l->kind == LISTEN_UNIX ||
+	    cidr_list_match(c->snap->cfg->allow, c->snap->cfg->nallow, peer);
 
 	c->relay_rev = event_new(w->base, fd, EV_READ | EV_PERSIST, conn_io, c);
 	c->relay_wev = event_new(w->base, fd, EV_WRITE | EV_PERSIST, conn_io, c);

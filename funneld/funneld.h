@@ -85,7 +85,7 @@ int listeners_adopt_activated(void);            /* sd_listen_fds; returns count 
 void listeners_close(void);
 
 /* conn.c */
-void conn_accept(struct worker *w, int fd, const struct listener *l);
+void conn_accept(struct worker *w, int fd, const struct listener *l, const struct sockaddr *peer);
 void conn_shutdown(struct conn *c);             /* forced end at the close of shutdown_timeout */
 
 #endif

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +80,8 @@ open_one(const struct listen_addr *la, char *err, size_t errlen, const char *cfg
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 		/* The Tailscale address may not exist yet at boot: bind anyway. */
 		setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof(one));
+		/* Inherited by every accepted relay connection. */
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		if (family == AF_INET6) {
 			/* [::] takes IPv4 too (as mapped addresses); a specific
 			 * IPv6 address only itself. */
@@ -137,6 +140,10 @@ listeners_adopt_activated(void)
 			continue;
 		}
 		snprintf(text, sizeof(text), "fd %d (%s)", fd, names && names[i] ? names[i] : "activated");
+		if (ss.ss_family != AF_UNIX) {
+			int one = 1;
+			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		}
 		if (add_listener(fd, ss.ss_family == AF_UNIX ? LISTEN_UNIX : LISTEN_TCP, text, NULL) != 0)
 			n = -1;
 	}

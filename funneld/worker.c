@@ -49,9 +49,11 @@ on_accept(evutil_socket_t fd, short what, void *arg)
 		if (w->listeners[i].fd == fd)
 			l = &w->listeners[i];
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
-		int s = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct sockaddr_storage peer;
+		socklen_t plen = sizeof(peer);
+		int s = accept4(fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (s >= 0) {
-			conn_accept(w, s, l);
+			conn_accept(w, s, l, plen > 0 ? (struct sockaddr *)&peer : NULL);
 			continue;
 		}
 		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {

@@ -379,7 +379,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	active_before = atomic_load(&server.conns_active);
 
 	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) == 0);
-	conn_accept(&worker, fds[1], &listeners[tcp ? 1 : 0]);  /* funneld owns fds[1] now */
+	conn_accept(&worker, fds[1], &listeners[tcp ? 1 : 0], NULL);  /* funneld owns fds[1] now */
 	CHECK(worker.nconns == 1);
 	want = oracle(p, len, !tcp, saturated);
 
