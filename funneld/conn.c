@@ -207,7 +207,7 @@ conn_close(struct conn *c, enum conn_result result, const char *reason)
 			event_free(evs[i]);
 	if (c->ssl_ready)
 		mbedtls_ssl_free(&c->ssl);
-	tls_stage_end(&c->io);
+	tls_io_free(&c->io);
 	if (c->relay_fd >= 0)
 		close(c->relay_fd);
 	if (c->backend_fd >= 0)

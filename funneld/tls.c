@@ -141,6 +141,7 @@ tls_strerror(int err, char *buf, size_t len)
 }
 
 #define STAGE_MAX (64 * 1024)           /* far above any handshake flight */
+#define READ_AHEAD 16384                /* below the mmap threshold: a cheap heap block */
 
 void
 tls_stage_begin(struct tls_io *io)
@@ -167,6 +168,15 @@ tls_stage_add(struct tls_io *io, const void *data, size_t len)
 	memcpy(io->stage + io->stage_len, data, len);
 	io->stage_len += len;
 	return 0;
+}
+
+void
+tls_io_free(struct tls_io *io)
+{
+	tls_stage_end(io);
+	free(io->ahead);
+	io->ahead = NULL;
+	io->ahead_off = io->ahead_len = 0;
 }
 
 void
@@ -202,14 +212,51 @@ bio_send(void *arg, const unsigned char *buf, size_t len)
 	return MBEDTLS_ERR_NET_SEND_FAILED;
 }
 
+/*
+ * mbedTLS asks for a record's 5-byte header, then its body: two recv()s a
+ * record.  Reading ahead into a small buffer (freed as soon as it is empty,
+ * so idle connections hold none) makes it about one.  A request as large as
+ * the buffer is read straight into mbedTLS's own.
+ */
 static int
 bio_recv(void *arg, unsigned char *buf, size_t len)
 {
 	struct tls_io *io = arg;
-	ssize_t n = recv(io->fd, buf, len, 0);
+	ssize_t n;
 
-	if (n > 0 && io->first_byte < 0)
-		io->first_byte = buf[0];
+	if (io->ahead_off == io->ahead_len && len < READ_AHEAD) {
+		if (io->ahead == NULL && (io->ahead = malloc(READ_AHEAD)) == NULL)
+			return MBEDTLS_ERR_SSL_ALLOC_FAILED;
+		n = recv(io->fd, io->ahead, READ_AHEAD, 0);
+		if (n > 0) {
+			io->ahead_off = 0;
+			io->ahead_len = (size_t)n;
+		} else {
+			free(io->ahead);        /* nothing came: an idle connection holds none */
+			io->ahead = NULL;
+		}
+	} else if (io->ahead_off == io->ahead_len) {
+		n = recv(io->fd, buf, len, 0);
+		if (n > 0 && io->first_byte < 0)
+			io->first_byte = buf[0];
+		goto out;
+	} else {
+		n = 1;
+	}
+	if (n > 0) {
+		size_t take = io->ahead_len - io->ahead_off < len ? io->ahead_len - io->ahead_off : len;
+		memcpy(buf, io->ahead + io->ahead_off, take);
+		io->ahead_off += take;
+		if (io->ahead_off == io->ahead_len) {
+			free(io->ahead);
+			io->ahead = NULL;
+			io->ahead_off = io->ahead_len = 0;
+		}
+		if (io->first_byte < 0)
+			io->first_byte = buf[0];
+		return (int)take;
+	}
+out:
 	if (n >= 0)
 		return (int)n;          /* 0 is EOF: mbedTLS reports MBEDTLS_ERR_SSL_CONN_EOF */
 	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)

@@ -29,7 +29,11 @@ struct tls_io {
 	bool staging;
 	unsigned char *stage;
 	size_t stage_len, stage_cap;
+	unsigned char *ahead;           /* read ahead of mbedTLS, not yet handed to it */
+	size_t ahead_off, ahead_len;
 };
+
+void tls_io_free(struct tls_io *io);            /* what the glue still holds */
 
 /* Collect sends instead of making them; tls_stage_add() queues bytes too. */
 void tls_stage_begin(struct tls_io *io);
