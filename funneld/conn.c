@@ -75,7 +75,8 @@ struct conn {
 
 	char *out;                      /* rest of a refusal or the 101 not yet sent */
 	size_t out_len, out_off;
-	size_t lingered;
+	size_t lingered;                /* bytes drained after a refusal or a backend failure */
+	bool relay_shut;                /* our FIN is out */
 
 	mbedtls_ssl_context ssl;
 	bool ssl_ready;
@@ -623,6 +624,7 @@ splice_b2c(struct conn *c)
 			if (!c->backend_failed && (ret = mbedtls_ssl_close_notify(&c->ssl)) < 0)
 				goto tls_error;
 			shutdown(c->relay_fd, SHUT_WR);
+			c->relay_shut = true;
 			c->b2c_done = true;
 			return 0;
 		}
@@ -711,9 +713,9 @@ conn_pump(struct conn *c)
 	case CONN_CONNECT_BACKEND:
 		return;                 /* not reached: connecting a Unix socket does not wait */
 	case CONN_CLOSING:
-		if (!c->lingered) {
+		if (!c->relay_shut) {
 			shutdown(c->relay_fd, SHUT_WR);
-			c->lingered = 1;
+			c->relay_shut = true;
 		}
 		linger(c);
 		return;
@@ -724,15 +726,6 @@ conn_pump(struct conn *c)
 			c->io.stage_len = 0;
 			if (sent != 0 && ret >= 0)
 				ret = MBEDTLS_ERR_NET_SEND_FAILED;
-		}
-		if (ret == 0)
-			tls_stage_end(&c->io);
-		if (ret >= 0 && c->out_off < c->out_len) {
-			/* Finished, but the flight is still queued: it goes first. */
-			handshake_done(c);
-			if (c->state == CONN_SPLICE)
-				set_interest(c, WANT_RELAY_WRITE);
-			return;
 		}
 		if (ret == MBEDTLS_ERR_SSL_WANT_READ) {
 			set_interest(c, c->out_off < c->out_len ? WANT_RELAY_WRITE : WANT_RELAY_READ);
@@ -749,9 +742,15 @@ conn_pump(struct conn *c)
 			conn_close(c, RESULT_HANDSHAKE_FAILED, c->detail);
 			return;
 		}
+		tls_stage_end(&c->io);
 		handshake_done(c);
 		if (c->state != CONN_SPLICE)
 			return;
+		if (c->out_off < c->out_len) {
+			/* The last flight is still queued: it goes before any data. */
+			set_interest(c, WANT_RELAY_WRITE);
+			return;
+		}
 		/* FALLTHROUGH */
 	case CONN_SPLICE:
 		for (;;) {

@@ -53,6 +53,7 @@ struct tls_server {
  * index; a forged index only selects keys that cannot decrypt it.
  */
 struct partition {
+	size_t index;                   /* in partitions[], written at the start of its tickets */
 	char name[256];
 	unsigned rotation;              /* ticket key period: also the ticket lifetime */
 	mbedtls_ssl_ticket_context tickets;
@@ -504,6 +505,7 @@ partition_for(const char *name, unsigned rotation)
 	mbedtls_ssl_cache_init(&p->cache);
 	mbedtls_ssl_cache_set_max_entries(&p->cache, SESSION_CACHE_MAX);
 	mbedtls_ssl_cache_set_timeout(&p->cache, (int)rotation);
+	p->index = npartitions;
 	partitions[npartitions++] = p;
 out:
 	pthread_mutex_unlock(&global_lock);
@@ -521,18 +523,6 @@ partition_at(size_t i)
 	return p;
 }
 
-static size_t
-partition_index(const struct partition *p)
-{
-	size_t i;
-
-	pthread_mutex_lock(&global_lock);
-	for (i = 0; i < npartitions && partitions[i] != p; i++)
-		;
-	pthread_mutex_unlock(&global_lock);
-	return i;
-}
-
 static int
 ticket_write(void *arg, const mbedtls_ssl_session *session, unsigned char *start, const unsigned char *end,
     size_t *tlen, uint32_t *lifetime)
@@ -544,7 +534,7 @@ ticket_write(void *arg, const mbedtls_ssl_session *session, unsigned char *start
 	if (handshaking == NULL || (p = partition_for(server_name(handshaking), ctx->rotation)) == NULL ||
 	    end - start < 2)
 		return MBEDTLS_ERR_SSL_INTERNAL_ERROR;  /* mbedTLS then sends an empty ticket */
-	start[0] = (unsigned char)partition_index(p);
+	start[0] = (unsigned char)p->index;
 	if ((ret = mbedtls_ssl_ticket_write(&p->tickets, session, start + 1, end, tlen, lifetime)) != 0)
 		return ret;
 	*tlen += 1;
