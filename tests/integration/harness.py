@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import unittest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
@@ -805,3 +806,40 @@ WRAPPED = bool(os.environ.get("FUNNELD_WRAPPER", "").strip())
 def slack(seconds):
     """An upper time bound, stretched when funneld runs under a wrapper."""
     return seconds * 10 if WRAPPED else seconds
+
+
+class ClassDaemonCase(unittest.TestCase):
+    """One funneld per test class (started in setUpClass with start_funneld),
+    a ConnLedger per test: every connection a test made must leave exactly
+    one log record.  Subclasses set cls.wd (a Workdir) and may list
+    cls.backends to close at the end."""
+
+    funneld = None
+    backends = ()
+    ledger_timeout = 20
+
+    @classmethod
+    def start_funneld(cls, config, prefix=None):
+        try:
+            cls.funneld = Funneld(cls.wd.path, config).start(prefix=prefix)
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = None
+        if cls.funneld is not None:
+            rc = cls.funneld.stop()
+            cls.funneld.logf.close()
+        for b in cls.backends:
+            b.close()
+        cls.wd.cleanup()
+        if cls.funneld is not None and rc != 0:
+            raise AssertionError(f"funneld exited {rc} at SIGTERM (expected 0)")
+
+    def setUp(self):
+        self.ledger = ConnLedger(self.funneld)
+
+    def tearDown(self):
+        self.ledger.check(timeout=self.ledger_timeout)

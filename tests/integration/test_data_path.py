@@ -57,36 +57,8 @@ def aead(cipher_name):
     return "GCM" in cipher_name or "CHACHA20" in cipher_name
 
 
-class StreamCase(unittest.TestCase):
+class StreamCase(h.ClassDaemonCase):
     """One funneld per class; a ledger per test."""
-
-    funneld = None
-
-    @classmethod
-    def start_funneld(cls, config):
-        try:
-            cls.funneld = h.Funneld(cls.wd.path, config).start()
-        except BaseException:
-            cls.tearDownClass()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        rc = None
-        if cls.funneld is not None:
-            rc = cls.funneld.stop()
-            cls.funneld.logf.close()
-        for b in getattr(cls, "backends", []):
-            b.close()
-        cls.wd.cleanup()
-        if cls.funneld is not None and rc != 0:
-            raise AssertionError(f"funneld exited {rc} at SIGTERM (expected 0)")
-
-    def setUp(self):
-        self.ledger = h.ConnLedger(self.funneld)
-
-    def tearDown(self):
-        self.ledger.check()
 
     def stream(self, addr=None, **kw):
         """open_stream, counted in the ledger."""

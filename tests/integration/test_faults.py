@@ -178,35 +178,8 @@ def push_until_closed(tls, on_progress, timeout):
                 tls.inc.write(data)
 
 
-class FaultCase(unittest.TestCase):
-    funneld = None
-    backends = ()
-
-    @classmethod
-    def start_funneld(cls, config, prefix=None):
-        try:
-            cls.funneld = h.Funneld(cls.wd.path, config).start(prefix=prefix)
-        except BaseException:
-            cls.tearDownClass()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        rc = None
-        if cls.funneld is not None:
-            rc = cls.funneld.stop()
-            cls.funneld.logf.close()
-        for b in cls.backends:
-            b.close()
-        cls.wd.cleanup()
-        if cls.funneld is not None and rc != 0:
-            raise AssertionError(f"funneld exited {rc} at SIGTERM (expected 0)")
-
-    def setUp(self):
-        self.ledger = h.ConnLedger(self.funneld)
-
-    def tearDown(self):
-        self.ledger.check(timeout=30)
+class FaultCase(h.ClassDaemonCase):
+    ledger_timeout = 30
 
     def stream(self, addr=None, **kw):
         try:

@@ -46,39 +46,15 @@ def padded_head(total, target=TGT):
     return out
 
 
-class RefusalCase(unittest.TestCase):
+class RefusalCase(h.ClassDaemonCase):
     """One funneld per class (setUpClass); a ledger per test checks that
     every connection made got exactly one log record."""
 
-    funneld = None
     addr = None
     guarded = ()        # backends that must never accept a connection in this class
 
-    @classmethod
-    def start(cls, config):
-        try:
-            cls.funneld = h.Funneld(cls.wd.path, config).start()
-        except BaseException:
-            cls.tearDownClass()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        rc = None
-        if cls.funneld is not None:
-            rc = cls.funneld.stop()
-            cls.funneld.logf.close()
-        for b in getattr(cls, "backends", []):
-            b.close()
-        cls.wd.cleanup()
-        if cls.funneld is not None and rc != 0:
-            raise AssertionError(f"funneld exited {rc} at SIGTERM (expected 0)")
-
-    def setUp(self):
-        self.ledger = h.ConnLedger(self.funneld)
-
     def tearDown(self):
-        self.ledger.check()
+        super().tearDown()
         for b in self.guarded:
             self.assertEqual(b.accepted, 0, f"backend {b.path} accepted a connection")
 
@@ -152,7 +128,7 @@ class RefusalTable(RefusalCase):
         cls.backends = [cls.guard, cls.ok]
         cls.guarded = (cls.guard,)
         cls.addr = cls.wd("funneld.sock")
-        cls.start(h.make_config("unix:" + cls.addr, cert, key, [
+        cls.start_funneld(h.make_config("unix:" + cls.addr, cert, key, [
             (f"{TARGET}:443", cls.guard.path),
             (OK_TARGET, cls.ok.path),
             ("absent.example.ts.net:443", cls.absent),
@@ -397,7 +373,7 @@ class HeaderTimeout(RefusalCase):
         cls.backends = [cls.guard]
         cls.guarded = (cls.guard,)
         cls.addr = cls.wd("funneld.sock")
-        cls.start(h.make_config("unix:" + cls.addr, cert, key, [(f"{TARGET}:443", cls.guard.path)],
+        cls.start_funneld(h.make_config("unix:" + cls.addr, cert, key, [(f"{TARGET}:443", cls.guard.path)],
                                 header_timeout="1s"))
 
     def timed_refusal(self, sender):
@@ -465,7 +441,7 @@ class PeerNotAllowed(RefusalCase):
         cls.port = h.free_port()
         cls.addr = ("127.0.0.1", cls.port)
         cls.unix = cls.wd("funneld.sock")
-        cls.start(h.make_config([f"127.0.0.1:{cls.port}", "unix:" + cls.unix], cert, key,
+        cls.start_funneld(h.make_config([f"127.0.0.1:{cls.port}", "unix:" + cls.unix], cert, key,
                                 [(f"{TARGET}:443", cls.be.path)], allow="10.0.0.0/8"))
 
     def test_403_peer_not_in_allow(self):
@@ -509,7 +485,7 @@ class MaxConnections(RefusalCase):
         cls.be = h.Backend(cls.wd("be.sock"), mode="echo")
         cls.backends = [cls.be]
         cls.addr = cls.wd("funneld.sock")
-        cls.start(h.make_config("unix:" + cls.addr, cert, key, [
+        cls.start_funneld(h.make_config("unix:" + cls.addr, cert, key, [
             (f"{TARGET}:443", cls.be.path),
             ("absent.example.ts.net:443", cls.wd("absent.sock")),
         ], max_connections=1))
