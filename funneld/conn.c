@@ -30,9 +30,11 @@
 #include "proxy.h"
 
 #define TLS_RECORD_MAX 16384            /* plaintext bytes per record */
+#define TLS_RECORD_WIRE_MAX (TLS_RECORD_MAX + 256)      /* ... and what one costs on the wire */
 #define LINGER_SECONDS 2                /* after a refusal, how long to drain input */
 #define LINGER_BYTES (64 * 1024)        /* ... and how much of it */
-#define HEAD_BUF_START 512
+#define HEAD_BUF_START 512              /* a head that trickles in starts in this much */
+#define TRIM_AFTER_MS 500               /* idle this long: TLS record buffers go back to the kernel */
 #define DISCARD_BYTES (16 * 1024 * 1024)       /* taken from a client after its backend failed */
 
 static const char response_101[] = "HTTP/1.1 101 Switching Protocols\r\n\r\n";
@@ -62,29 +64,27 @@ struct conn {
 	unsigned interest;
 	struct timespec started;
 	uint64_t last_active;           /* monotonic milliseconds, for idle_timeout */
+	bool trimmed;                   /* tls_trim() ran since last_active */
 
 	bool peer_allowed;
 	char peer[64];
 	struct sockaddr_storage local;  /* the relay connection's local address */
 
-	char *head;                     /* only for heads that arrive in pieces */
-	size_t head_len, head_cap;
 	struct ingress_req req;
 	size_t backend;                 /* index in snap->cfg->backends */
 	bool active;                    /* counted in server.conns_active */
 
-	char *out;                      /* rest of a refusal or the 101 not yet sent */
-	size_t out_len, out_off;
 	size_t lingered;                /* bytes drained after a refusal or a backend failure */
 	bool relay_shut;                /* our FIN is out */
 
 	mbedtls_ssl_context ssl;
 	bool ssl_ready;
-	struct tls_io io;
+	struct tls_io io;               /* relay bytes both ways (before TLS too), readable flag */
+	bool relay_writable;            /* cleared by a short send, set by the write event */
+	bool backend_readable, backend_writable;
 
-	unsigned char *c2b;             /* decrypted bytes the backend has not taken yet */
-	size_t c2b_len, c2b_off;
-	size_t b2c_inflight;            /* bytes inside mbedtls_ssl_write awaiting a flush */
+	struct buf c2b;                 /* decrypted, for the backend */
+	struct buf b2c;                 /* from the backend, to encrypt */
 	bool c2b_eof, c2b_shut, b2c_eof, b2c_done;
 	bool backend_failed;            /* client gets a FIN without close_notify; its bytes are dropped */
 	uint64_t bytes_in, bytes_out;
@@ -145,6 +145,17 @@ static void
 arm_timer(struct conn *c, unsigned seconds)
 {
 	arm_timer_ms(c, (uint64_t)seconds * 1000);
+}
+
+/* Data moved: the idle clock restarts, and trimmed buffers will be trimmed again. */
+static void
+note_activity(struct conn *c)
+{
+	c->last_active = now_ms();
+	if (c->trimmed) {
+		c->trimmed = false;
+		arm_timer_ms(c, TRIM_AFTER_MS);
+	}
 }
 
 static void
@@ -216,9 +227,8 @@ conn_close(struct conn *c, enum conn_result result, const char *reason)
 	if (c->active)
 		atomic_fetch_sub(&server.conns_active, 1);
 	atomic_fetch_sub(&server.conns_open, 1);
-	free(c->head);
-	free(c->out);
-	free(c->c2b);
+	buf_release(&c->w->pool, &c->c2b);
+	buf_release(&c->w->pool, &c->b2c);
 	snapshot_release(c->snap);
 	TAILQ_REMOVE(&c->w->conns, c, entry);
 	struct worker *w = c->w;
@@ -227,39 +237,29 @@ conn_close(struct conn *c, enum conn_result result, const char *reason)
 }
 
 /*
- * Queue bytes for the relay; what send() does not take now waits in c->out,
- * behind anything already waiting there.  Returns -1 on a socket error.
+ * Send what waits for the relay in io.tx (a refusal, the 101, TLS records).
+ * 0 when all went or the rest waits for the relay to take it; -1 when the
+ * relay failed (errno says why).
  */
 static int
-relay_send(struct conn *c, const char *data, size_t len)
+flush_tx(struct conn *c)
 {
-	ssize_t n;
+	struct buf *tx = &c->io.tx;
 
-	if (c->out_off < c->out_len) {
-		char *p = realloc(c->out, c->out_len + len);
-		if (p == NULL)
-			return -1;
-		memcpy(p + c->out_len, data, len);
-		c->out = p;
-		c->out_len += len;
-		return 0;
+	while (buf_pending(tx) > 0) {
+		if (!c->relay_writable)
+			return 0;
+		ssize_t n = send(c->relay_fd, tx->p + tx->off, buf_pending(tx), MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+				return -1;
+			n = 0;
+		}
+		tx->off += (size_t)n;
+		if (buf_pending(tx) > 0)
+			c->relay_writable = false;
 	}
-	free(c->out);
-	c->out = NULL;
-	c->out_len = c->out_off = 0;
-	n = send(c->relay_fd, data, len, MSG_NOSIGNAL);
-	if (n < 0) {
-		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-			return -1;
-		n = 0;
-	}
-	if ((size_t)n == len)
-		return 0;
-	if ((c->out = malloc(len - (size_t)n)) == NULL)
-		return -1;
-	memcpy(c->out, data + n, len - (size_t)n);
-	c->out_len = len - (size_t)n;
-	c->out_off = 0;
+	buf_release(&c->w->pool, tx);
 	return 0;
 }
 
@@ -274,7 +274,8 @@ refuse(struct conn *c, int status, const char *reason)
 	c->reason = reason;
 	c->result = conn_result_for_status(status);
 	c->state = CONN_CLOSING;
-	if (relay_send(c, buf, len) != 0) {
+	buf_release(&c->w->pool, &c->io.rx);    /* nothing read will be looked at */
+	if (buf_append(&c->w->pool, &c->io.tx, buf, len, TLS_TX_MAX) != 0) {
 		conn_close(c, c->result, NULL);
 		return;
 	}
@@ -335,7 +336,6 @@ accept_request(struct conn *c)
 	}
 	c->backend_rev = event_new(base, c->backend_fd, EV_READ | EV_PERSIST, conn_io, c);
 	c->backend_wev = event_new(base, c->backend_fd, EV_WRITE | EV_PERSIST, conn_io, c);
-	c->io.fd = c->relay_fd;
 	c->io.target_host = c->req.target_host;
 	if (c->backend_rev == NULL || c->backend_wev == NULL ||
 	    tls_conn_setup(c->snap->tls, c->backend, &c->ssl, &c->io) != 0) {
@@ -346,8 +346,7 @@ accept_request(struct conn *c)
 	c->ssl_ready = true;
 	c->status = 101;
 	/* The 101 and the server's first flight leave in one send(). */
-	tls_stage_begin(&c->io);
-	if (tls_stage_add(&c->io, response_101, sizeof(response_101) - 1) != 0) {
+	if (buf_append(&c->w->pool, &c->io.tx, response_101, sizeof(response_101) - 1, TLS_TX_MAX) != 0) {
 		conn_close(c, RESULT_RELAY_ERROR, "out of memory");
 		return;
 	}
@@ -356,53 +355,53 @@ accept_request(struct conn *c)
 	conn_pump(c);
 }
 
-/* Consume n bytes the kernel holds for us (they were only peeked so far). */
-static int
-consume(struct conn *c, size_t n)
-{
-	while (n > 0) {
-		ssize_t r = recv(c->relay_fd, c->w->scratch, n < WORKER_SCRATCH ? n : WORKER_SCRATCH, 0);
-		if (r <= 0)
-			return -1;
-		n -= (size_t)r;
-	}
-	return 0;
-}
-
 /*
- * Read the request head.  Bytes are peeked and only the head is consumed,
- * so a ClientHello the relay pipelined behind it stays in the socket for
- * TLS.  A head that arrives whole costs no allocation; one that trickles in
- * is kept in c->head, at most INGRESS_HEAD_MAX + 1 bytes.
+ * Read the request head.  It goes into io.rx, where whatever follows it (a
+ * ClientHello the relay pipelined) stays for TLS.  A head that arrives whole
+ * costs one recv() into a pool buffer; one that trickles in is kept in a
+ * buffer of its own, at most INGRESS_HEAD_MAX + 1 bytes, so that slow heads
+ * do not pin pool buffers.
  */
 static void
 read_head(struct conn *c)
 {
-	unsigned char *scratch = c->w->scratch;
-	char *buf;
-	size_t have = c->head_len;
+	struct buf *rx = &c->io.rx;
+	size_t have = buf_pending(rx);
+	size_t room;
 	ssize_t n;
 
+	if (!c->io.readable) {
+		set_interest(c, WANT_RELAY_READ);
+		return;
+	}
 	if (have == 0) {
-		buf = (char *)scratch;
-		n = recv(c->relay_fd, buf, INGRESS_HEAD_MAX + 1, MSG_PEEK);
+		if (buf_take(&c->w->pool, rx) != 0) {
+			conn_close(c, RESULT_RELAY_ERROR, "out of memory");
+			return;
+		}
+		room = BUF_READ;
 	} else {
-		if (c->head_cap < INGRESS_HEAD_MAX + 1 && c->head_len == c->head_cap) {
-			size_t cap = c->head_cap * 4 > INGRESS_HEAD_MAX + 1 ? INGRESS_HEAD_MAX + 1 : c->head_cap * 4;
-			char *p = realloc(c->head, cap);
+		if (rx->cap < INGRESS_HEAD_MAX + 1 && rx->len == rx->cap) {
+			size_t cap = rx->cap * 4 > INGRESS_HEAD_MAX + 1 ? INGRESS_HEAD_MAX + 1 : rx->cap * 4;
+			unsigned char *p = realloc(rx->p, cap);
 			if (p == NULL) {
 				conn_close(c, RESULT_RELAY_ERROR, "out of memory");
 				return;
 			}
-			c->head = p;
-			c->head_cap = cap;
+			rx->p = p;
+			rx->cap = cap;
 		}
-		buf = c->head;
-		n = recv(c->relay_fd, buf + have, c->head_cap - have, MSG_PEEK);
+		room = rx->cap - rx->len;
 	}
+	n = recv(c->relay_fd, rx->p + rx->len, room, 0);
 	if (n < 0) {
-		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+		if (have == 0)
+			buf_release(&c->w->pool, rx);
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+			c->io.readable = false;
+			set_interest(c, WANT_RELAY_READ);
 			return;
+		}
 		conn_close(c, RESULT_RELAY_ERROR, "relay error before the head ended");
 		return;
 	}
@@ -410,44 +409,46 @@ read_head(struct conn *c)
 		conn_close(c, RESULT_RELAY_ERROR, "relay closed before the head ended");
 		return;
 	}
-	size_t total = have + (size_t)n;
+	if ((size_t)n < room)
+		c->io.readable = false;
+	rx->len += (size_t)n;
+
+	const char *head = (const char *)rx->p;
+	size_t total = rx->len;
 	/* A trickled head can only end, or break, where a new line arrives. */
-	if (have > 0 && total <= INGRESS_HEAD_MAX && memchr(buf + have, '\n', (size_t)n) == NULL) {
-		c->head_len = total;
-		if (consume(c, (size_t)n) != 0)
-			conn_close(c, RESULT_RELAY_ERROR, "relay error before the head ended");
+	if (have > 0 && total <= INGRESS_HEAD_MAX && memchr(head + have, '\n', (size_t)n) == NULL) {
+		set_interest(c, WANT_RELAY_READ);
 		return;
 	}
-	if (ingress_parse(buf, total, c->peer_allowed, &c->req) == INGRESS_INCOMPLETE) {
+	if (ingress_parse(head, total > INGRESS_HEAD_MAX + 1 ? INGRESS_HEAD_MAX + 1 : total, c->peer_allowed,
+	    &c->req) == INGRESS_INCOMPLETE) {
 		if (have == 0) {
+			/* Out of the pool buffer into one sized for a head. */
 			size_t cap = HEAD_BUF_START;
 			while (cap < total + 1)
 				cap *= 4;
 			if (cap > INGRESS_HEAD_MAX + 1)
 				cap = INGRESS_HEAD_MAX + 1;
-			if ((c->head = malloc(cap)) == NULL) {
+			unsigned char *p = malloc(cap);
+			if (p == NULL) {
 				conn_close(c, RESULT_RELAY_ERROR, "out of memory");
 				return;
 			}
-			c->head_cap = cap;
-			memcpy(c->head, buf, total);
+			memcpy(p, rx->p, total);
+			buf_release(&c->w->pool, rx);
+			*rx = (struct buf){ .p = p, .len = total, .cap = cap };
 		}
-		c->head_len = total;
-		if (consume(c, (size_t)n) != 0)
-			conn_close(c, RESULT_RELAY_ERROR, "relay error before the head ended");
+		set_interest(c, WANT_RELAY_READ);
 		return;
 	}
 	if (c->req.status != 0) {
 		refuse(c, c->req.status, c->req.reason);
 		return;
 	}
-	if (consume(c, c->req.head_len - have) != 0) {
-		conn_close(c, RESULT_RELAY_ERROR, "relay error before the head ended");
-		return;
-	}
-	free(c->head);
-	c->head = NULL;
-	c->head_len = c->head_cap = 0;
+	/* What follows the head is the client's TLS. */
+	rx->off = c->req.head_len;
+	if (buf_pending(rx) == 0)
+		buf_release(&c->w->pool, rx);
 	accept_request(c);
 }
 
@@ -462,7 +463,7 @@ handshake_done(struct conn *c)
 
 	c->state = CONN_SPLICE;
 	c->last_active = now_ms();
-	arm_timer(c, cfg->idle_timeout);
+	arm_timer_ms(c, TRIM_AFTER_MS);
 	if (b->proxy == PROXY_OFF)
 		return;
 	socklen_t llen = sizeof(c->local);
@@ -483,13 +484,8 @@ handshake_done(struct conn *c)
 		return;
 	}
 	/* Goes first through the same queue as decrypted bytes. */
-	if ((c->c2b = malloc(TLS_RECORD_MAX)) == NULL) {
+	if (buf_append(&c->w->pool, &c->c2b, hdr, (size_t)len, BUF_SIZE) != 0)
 		conn_close(c, RESULT_BACKEND_ERROR, "out of memory");
-		return;
-	}
-	memcpy(c->c2b, hdr, (size_t)len);
-	c->c2b_len = (size_t)len;
-	c->c2b_off = 0;
 }
 
 /*
@@ -504,38 +500,58 @@ backend_failed(struct conn *c, const char *why)
 	set_interest(c, c->interest & ~(unsigned)(WANT_BACKEND_READ | WANT_BACKEND_WRITE));
 	close(c->backend_fd);
 	c->backend_fd = -1;
-	free(c->c2b);
-	c->c2b = NULL;
-	c->c2b_off = c->c2b_len = 0;
+	buf_release(&c->w->pool, &c->c2b);
 	c->backend_failed = true;
 	c->reason = why;
 	c->b2c_eof = true;              /* splice_b2c flushes, then ends without close_notify */
 	arm_timer(c, LINGER_SECONDS);
 }
 
+/*
+ * Decrypt into c2b while whole records fit (several per send to the
+ * backend).  Returns the last mbedtls_ssl_read() result: > 0 when c2b
+ * filled up, else why it stopped.
+ */
+static int
+decrypt_into_c2b(struct conn *c)
+{
+	struct buf *b = &c->c2b;
+	int ret;
+
+	if (buf_take(&c->w->pool, b) != 0)
+		return MBEDTLS_ERR_SSL_ALLOC_FAILED;
+	do {
+		ret = mbedtls_ssl_read(&c->ssl, b->p + b->len, b->cap - b->len);
+		if (ret > 0)
+			b->len += (size_t)ret;
+	} while (ret > 0 && b->cap - b->len >= TLS_RECORD_MAX);
+	return ret;
+}
+
 /* Client → backend.  Returns what it waits for, or -1 when c was closed. */
 static int
 splice_c2b(struct conn *c)
 {
-	unsigned char *scratch = c->w->scratch;
-
 	for (;;) {
-		if (c->c2b_off < c->c2b_len) {
-			ssize_t n = send(c->backend_fd, c->c2b + c->c2b_off, c->c2b_len - c->c2b_off, MSG_NOSIGNAL);
+		if (buf_pending(&c->c2b) > 0) {
+			if (!c->backend_writable)
+				return WANT_BACKEND_WRITE;
+			ssize_t n = send(c->backend_fd, c->c2b.p + c->c2b.off, buf_pending(&c->c2b), MSG_NOSIGNAL);
 			if (n < 0) {
-				if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+				if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+					c->backend_writable = false;
 					return WANT_BACKEND_WRITE;
+				}
 				backend_failed(c, "backend write failed");
 				return 0;       /* conn_pump ends the client's stream first */
 			}
-			c->c2b_off += (size_t)n;
-			if (c->c2b_off == c->c2b_len) {
-				/* Drained: give the memory back, idle connections hold none. */
-				free(c->c2b);
-				c->c2b = NULL;
-				c->c2b_off = c->c2b_len = 0;
+			c->c2b.off += (size_t)n;
+			if (buf_pending(&c->c2b) > 0) {
+				c->backend_writable = false;
+				return WANT_BACKEND_WRITE;
 			}
-			continue;
+			/* Drained: give the memory back, idle connections hold none. */
+			buf_release(&c->w->pool, &c->c2b);
 		}
 		if (c->c2b_eof) {
 			if (!c->c2b_shut) {
@@ -549,49 +565,39 @@ splice_c2b(struct conn *c)
 		 * a client pushing hard would otherwise outrun it. */
 		if (c->backend_failed && !c->b2c_done)
 			return 0;
-		int ret = mbedtls_ssl_read(&c->ssl, scratch, TLS_RECORD_MAX);
-		if (ret > 0) {
-			c->last_active = now_ms();
-			if (c->backend_failed) {
-				/* Nobody left to take it; a client that keeps pushing
-				 * after the FIN is cut off. */
-				c->lingered += (size_t)ret;
-				if (c->lingered < DISCARD_BYTES)
-					continue;
+		int ret = decrypt_into_c2b(c);
+		size_t got = buf_pending(&c->c2b);
+		if (got > 0)
+			note_activity(c);
+		if (!c->backend_failed) {
+			c->bytes_in += got;
+		} else {
+			/* Nobody left to take it; a client that keeps pushing
+			 * after the FIN is cut off. */
+			buf_release(&c->w->pool, &c->c2b);
+			c->lingered += got;
+			if (c->lingered >= DISCARD_BYTES) {
 				conn_close(c, RESULT_BACKEND_ERROR, NULL);
 				return -1;
 			}
-			c->bytes_in += (uint64_t)ret;
-			ssize_t n = send(c->backend_fd, scratch, (size_t)ret, MSG_NOSIGNAL);
-			if (n < 0) {
-				if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-					backend_failed(c, "backend write failed");
-					return 0;
-				}
-				n = 0;
-			}
-			if (n < ret) {
-				if (c->c2b == NULL && (c->c2b = malloc(TLS_RECORD_MAX)) == NULL) {
-					conn_close(c, RESULT_BACKEND_ERROR, "out of memory");
-					return -1;
-				}
-				memcpy(c->c2b, scratch + n, (size_t)(ret - n));
-				c->c2b_off = 0;
-				c->c2b_len = (size_t)(ret - n);
-			}
-			continue;
 		}
 		switch (ret) {
 		case MBEDTLS_ERR_SSL_WANT_READ:
+			if (buf_pending(&c->c2b) > 0)
+				continue;       /* send it, then wait */
+			buf_release(&c->w->pool, &c->c2b);
 			return WANT_RELAY_READ;
-		case MBEDTLS_ERR_SSL_WANT_WRITE:
-			return WANT_RELAY_WRITE;
 		case 0:
 		case MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY:
 		case MBEDTLS_ERR_SSL_CONN_EOF:
-			c->c2b_eof = true;
+			c->c2b_eof = true;      /* after what came before it */
 			continue;
 		default:
+			if (ret > 0)
+				continue;       /* c2b is full: send it, then read on */
+			/* What was authenticated before the error goes as far as the backend takes it. */
+			if (buf_pending(&c->c2b) > 0)
+				(void)!send(c->backend_fd, c->c2b.p, buf_pending(&c->c2b), MSG_NOSIGNAL | MSG_DONTWAIT);
 			snprintf(c->detail, sizeof(c->detail), "TLS read: %s", tls_strerror(ret, (char[80]){0}, 80));
 			conn_close(c, RESULT_RELAY_ERROR, c->detail);
 			return -1;
@@ -599,22 +605,33 @@ splice_c2b(struct conn *c)
 	}
 }
 
-/* Backend → client. */
+/*
+ * Backend → client.  Records go into io.tx while whole ones fit, so that
+ * up to four leave in one send().  Returns what it waits for, or -1 when c
+ * was closed.
+ */
 static int
 splice_b2c(struct conn *c)
 {
-	unsigned char *scratch = c->w->scratch;
+	struct buf *b = &c->b2c;
 	int ret;
 
 	for (;;) {
-		if (c->b2c_inflight > 0) {
-			/* mbedTLS holds the encrypted record; a retry only flushes it
-			 * and returns the length, it does not read the buffer again. */
-			ret = mbedtls_ssl_write(&c->ssl, scratch, c->b2c_inflight);
-			if (ret < 0)
+		if (buf_pending(b) > 0) {
+			if (c->io.tx.cap - c->io.tx.len < TLS_RECORD_WIRE_MAX && buf_pending(&c->io.tx) > 0) {
+				if (flush_tx(c) != 0)
+					return 0;       /* conn_pump's flush sees the failure */
+				if (buf_pending(&c->io.tx) > 0)
+					return WANT_RELAY_WRITE;
+			}
+			size_t chunk = buf_pending(b) < TLS_RECORD_MAX ? buf_pending(b) : TLS_RECORD_MAX;
+			/* bio_send only queues, so this never waits half done. */
+			if ((ret = mbedtls_ssl_write(&c->ssl, b->p + b->off, chunk)) < 0)
 				goto tls_error;
+			b->off += (size_t)ret;
 			c->bytes_out += (uint64_t)ret;
-			c->b2c_inflight = 0;
+			if (buf_pending(b) == 0)
+				buf_release(&c->w->pool, b);
 			continue;
 		}
 		if (c->b2c_eof) {
@@ -623,44 +640,66 @@ splice_b2c(struct conn *c)
 			/* close_notify would vouch for a stream the backend cut short. */
 			if (!c->backend_failed && (ret = mbedtls_ssl_close_notify(&c->ssl)) < 0)
 				goto tls_error;
-			shutdown(c->relay_fd, SHUT_WR);
-			c->relay_shut = true;
-			c->b2c_done = true;
+			c->b2c_done = true;     /* conn_pump sends our FIN once tx is out */
 			return 0;
 		}
-		ssize_t n = recv(c->backend_fd, scratch, TLS_RECORD_MAX, 0);
-		if (n < 0) {
-			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+		if (!c->backend_readable)
+			return WANT_BACKEND_READ;
+		if (buf_take(&c->w->pool, b) != 0) {
+			conn_close(c, RESULT_BACKEND_ERROR, "out of memory");
+			return -1;
+		}
+		ssize_t n = recv(c->backend_fd, b->p, BUF_READ, 0);
+		if (n <= 0) {
+			buf_release(&c->w->pool, b);
+			if (n == 0) {
+				c->b2c_eof = true;
+			} else if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+				c->backend_readable = false;
 				return WANT_BACKEND_READ;
-			backend_failed(c, "backend read failed");
+			} else {
+				backend_failed(c, "backend read failed");
+			}
 			continue;
 		}
-		if (n == 0) {
-			c->b2c_eof = true;
-			continue;
-		}
-		c->last_active = now_ms();
-		c->b2c_inflight = (size_t)n;
-		ret = mbedtls_ssl_write(&c->ssl, scratch, (size_t)n);
-		if (ret < 0)
-			goto tls_error;
-		c->bytes_out += (uint64_t)ret;
-		c->b2c_inflight = 0;
+		if ((size_t)n < BUF_READ)
+			c->backend_readable = false;
+		b->len = (size_t)n;
+		note_activity(c);
 	}
 tls_error:
-	if (ret == MBEDTLS_ERR_SSL_WANT_WRITE)
-		return WANT_RELAY_WRITE;
-	if (ret == MBEDTLS_ERR_SSL_WANT_READ)
-		return WANT_RELAY_READ;
-	if (c->c2b_eof && (ret == MBEDTLS_ERR_NET_CONN_RESET || ret == MBEDTLS_ERR_NET_SEND_FAILED)) {
-		/* The client has gone after its own close: nobody is left to read. */
-		c->b2c_done = true;
-		c->reason = "client closed before the backend finished";
-		return 0;
-	}
 	snprintf(c->detail, sizeof(c->detail), "TLS write: %s", tls_strerror(ret, (char[80]){0}, 80));
 	conn_close(c, RESULT_RELAY_ERROR, c->detail);
 	return -1;
+}
+
+/*
+ * Flush io.tx during the splice, and send our FIN once the last record is
+ * out.  Returns what it waits for, or -1 when c was closed.
+ */
+static int
+splice_flush(struct conn *c)
+{
+	if (flush_tx(c) != 0) {
+		if (!c->c2b_eof) {
+			snprintf(c->detail, sizeof(c->detail), "relay write failed: %s", strerror(errno));
+			conn_close(c, RESULT_RELAY_ERROR, c->detail);
+			return -1;
+		}
+		/* The client has gone after its own close: nobody is left to read. */
+		buf_release(&c->w->pool, &c->io.tx);
+		buf_release(&c->w->pool, &c->b2c);
+		c->b2c_eof = c->b2c_done = c->relay_shut = true;
+		c->reason = "client closed before the backend finished";
+		return 0;
+	}
+	if (buf_pending(&c->io.tx) > 0)
+		return WANT_RELAY_WRITE;
+	if (c->b2c_done && !c->relay_shut) {
+		shutdown(c->relay_fd, SHUT_WR);
+		c->relay_shut = true;
+	}
+	return 0;
 }
 
 /* After a refusal: discard input until EOF, a bound, or the linger timer. */
@@ -668,14 +707,20 @@ static void
 linger(struct conn *c)
 {
 	for (;;) {
+		if (!c->io.readable) {
+			set_interest(c, WANT_RELAY_READ);
+			return;
+		}
 		ssize_t n = recv(c->relay_fd, c->w->scratch, WORKER_SCRATCH, 0);
 		if (n > 0) {
+			if ((size_t)n < WORKER_SCRATCH)
+				c->io.readable = false;
 			c->lingered += (size_t)n;
 			if (c->lingered < LINGER_BYTES)
 				continue;
 		} else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-			set_interest(c, WANT_RELAY_READ);
-			return;
+			c->io.readable = false;
+			continue;
 		}
 		conn_close(c, c->result, NULL);
 		return;
@@ -689,23 +734,6 @@ conn_pump(struct conn *c)
 	unsigned want = 0;
 	int ret;
 
-	if (c->out_off < c->out_len) {
-		ssize_t n = send(c->relay_fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
-		if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-			conn_close(c, c->state == CONN_CLOSING ? c->result : RESULT_RELAY_ERROR, NULL);
-			return;
-		}
-		if (n > 0)
-			c->out_off += (size_t)n;
-		if (c->out_off < c->out_len) {
-			set_interest(c, WANT_RELAY_WRITE);
-			return;
-		}
-		free(c->out);
-		c->out = NULL;
-		c->out_len = c->out_off = 0;
-	}
-
 	switch (c->state) {
 	case CONN_READ_HEAD:
 		read_head(c);
@@ -713,6 +741,14 @@ conn_pump(struct conn *c)
 	case CONN_CONNECT_BACKEND:
 		return;                 /* not reached: connecting a Unix socket does not wait */
 	case CONN_CLOSING:
+		if (flush_tx(c) != 0) {
+			conn_close(c, c->result, NULL);
+			return;
+		}
+		if (buf_pending(&c->io.tx) > 0) {
+			set_interest(c, WANT_RELAY_WRITE);
+			return;
+		}
 		if (!c->relay_shut) {
 			shutdown(c->relay_fd, SHUT_WR);
 			c->relay_shut = true;
@@ -721,18 +757,11 @@ conn_pump(struct conn *c)
 		return;
 	case CONN_HANDSHAKE:
 		ret = tls_handshake(&c->ssl, &c->io);
-		if (c->io.stage_len > 0) {
-			int sent = relay_send(c, (const char *)c->io.stage, c->io.stage_len);
-			c->io.stage_len = 0;
-			if (sent != 0 && ret >= 0)
-				ret = MBEDTLS_ERR_NET_SEND_FAILED;
-		}
-		if (ret == MBEDTLS_ERR_SSL_WANT_READ) {
-			set_interest(c, c->out_off < c->out_len ? WANT_RELAY_WRITE : WANT_RELAY_READ);
-			return;
-		}
-		if (ret == MBEDTLS_ERR_SSL_WANT_WRITE) {
-			set_interest(c, WANT_RELAY_WRITE);
+		/* A flight, or the alert of a failure, goes out first. */
+		if (flush_tx(c) != 0 && ret >= 0)
+			ret = errno == EPIPE || errno == ECONNRESET ? MBEDTLS_ERR_NET_CONN_RESET : MBEDTLS_ERR_NET_SEND_FAILED;
+		if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE) {
+			set_interest(c, buf_pending(&c->io.tx) > 0 ? WANT_RELAY_WRITE : WANT_RELAY_READ);
 			return;
 		}
 		if (ret != 0) {
@@ -742,35 +771,32 @@ conn_pump(struct conn *c)
 			conn_close(c, RESULT_HANDSHAKE_FAILED, c->detail);
 			return;
 		}
-		tls_stage_end(&c->io);
 		handshake_done(c);
 		if (c->state != CONN_SPLICE)
 			return;
-		if (c->out_off < c->out_len) {
-			/* The last flight is still queued: it goes before any data. */
-			set_interest(c, WANT_RELAY_WRITE);
-			return;
-		}
+		/* Records the client sent behind its Finished are read now. */
 		/* FALLTHROUGH */
 	case CONN_SPLICE:
 		for (;;) {
 			bool failed_before = c->backend_failed;
-			int first, second;
+			int first, second, third;
 			/* Once the backend is gone, end the client's stream (FIN)
 			 * before draining what it still sends. */
 			if (c->backend_failed) {
-				if ((first = splice_b2c(c)) < 0 || (second = splice_c2b(c)) < 0)
+				if ((first = splice_b2c(c)) < 0 || (second = splice_flush(c)) < 0 ||
+				    (third = splice_c2b(c)) < 0)
 					return;
 			} else {
-				if ((first = splice_c2b(c)) < 0 || (second = splice_b2c(c)) < 0)
+				if ((first = splice_c2b(c)) < 0 || (second = splice_b2c(c)) < 0 ||
+				    (third = splice_flush(c)) < 0)
 					return;
 			}
-			want = (unsigned)first | (unsigned)second;
+			want = (unsigned)first | (unsigned)second | (unsigned)third;
 			/* What was waited for is stale once the backend failed. */
 			if (c->backend_failed == failed_before)
 				break;
 		}
-		if (c->c2b_shut && c->b2c_done) {
+		if (c->c2b_shut && c->b2c_done && c->relay_shut) {
 			conn_close(c, c->backend_failed ? RESULT_BACKEND_ERROR : RESULT_OK, NULL);
 			return;
 		}
@@ -782,7 +808,21 @@ conn_pump(struct conn *c)
 static void
 conn_io(evutil_socket_t fd, short what, void *arg)
 {
-	conn_pump(arg);
+	struct conn *c = arg;
+
+	/* Level-triggered: an event means the socket is ready again. */
+	if (fd == c->relay_fd) {
+		if (what & EV_READ)
+			c->io.readable = true;
+		if (what & EV_WRITE)
+			c->relay_writable = true;
+	} else {
+		if (what & EV_READ)
+			c->backend_readable = true;
+		if (what & EV_WRITE)
+			c->backend_writable = true;
+	}
+	conn_pump(c);
 }
 
 static void
@@ -806,11 +846,16 @@ conn_timeout(evutil_socket_t fd, short what, void *arg)
 		}
 		idle = now_ms() - c->last_active;
 		limit = (uint64_t)c->snap->cfg->idle_timeout * 1000;
-		if (idle < limit) {
-			arm_timer_ms(c, limit - idle);
+		if (idle >= limit) {
+			conn_close(c, RESULT_IDLE_TIMEOUT, "no data within idle_timeout");
 			return;
 		}
-		conn_close(c, RESULT_IDLE_TIMEOUT, "no data within idle_timeout");
+		if (!c->trimmed && idle >= TRIM_AFTER_MS) {
+			tls_trim(&c->ssl);
+			c->trimmed = true;
+		}
+		/* Wake for the idle limit, or earlier to trim. */
+		arm_timer_ms(c, !c->trimmed && TRIM_AFTER_MS - idle < limit - idle ? TRIM_AFTER_MS - idle : limit - idle);
 		return;
 	default:
 		conn_close(c, c->result, NULL);
@@ -831,6 +876,9 @@ conn_accept(struct worker *w, int fd, const struct listener *l, const struct soc
 	c->w = w;
 	c->relay_fd = fd;
 	c->backend_fd = -1;
+	c->io.fd = fd;
+	c->io.pool = &w->pool;
+	c->relay_writable = c->backend_writable = true;
 	c->id = atomic_fetch_add(&server.next_conn_id, 1) + 1;
 	c->snap = snapshot_acquire();
 	c->state = CONN_READ_HEAD;

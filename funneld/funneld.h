@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
+#include "buf.h"
 #include "config.h"
 #include "metrics.h"
 #include "tls.h"
@@ -53,7 +54,8 @@ struct worker {
 	struct event *accept_pause_ev;  /* out of descriptors: accept again later */
 	TAILQ_HEAD(, conn) conns;
 	unsigned nconns;
-	unsigned char *scratch;         /* WORKER_SCRATCH bytes for reads and formatting */
+	unsigned char *scratch;         /* WORKER_SCRATCH bytes for input that is thrown away */
+	struct bufpool pool;            /* data path buffers of its connections */
 	void (*on_exit)(void);          /* called in the thread as it leaves its loop */
 	void (*on_accept_stopped)(void);        /* called in the thread once it accepts no more */
 };

@@ -5,7 +5,6 @@
  */
 #include <errno.h>
 #include <grp.h>
-#include <malloc.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -23,7 +22,6 @@
 #include "log.h"
 
 #define STATUS_INTERVAL 5               /* seconds between STATUS= updates */
-#define MMAP_THRESHOLD (16 * 1024 + 1)  /* above our own 16 KiB buffers, below mbedTLS's */
 
 struct server server;
 
@@ -258,12 +256,6 @@ main(int argc, char **argv)
 		usage(2);
 
 	log_init();
-	/*
-	 * mbedTLS gives every connection two ~16.7 KiB record buffers with
-	 * calloc.  Served from fresh mmap()ed pages, the parts a connection
-	 * never touches (most of them, for an idle one) never become resident.
-	 */
-	mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD);
 	event_set_log_callback(on_libevent_log);
 	if (evthread_use_pthreads() != 0)
 		fatalx("libevent: no thread support");

@@ -1,10 +1,12 @@
 /* TLS with mbedTLS; see tls.h. */
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -141,130 +143,70 @@ tls_strerror(int err, char *buf, size_t len)
 	return buf;
 }
 
-#define STAGE_MAX (64 * 1024)           /* far above any handshake flight */
-#define READ_AHEAD 16384                /* below the mmap threshold: a cheap heap block */
-
-void
-tls_stage_begin(struct tls_io *io)
-{
-	io->staging = true;
-	io->stage_len = 0;
-}
-
-int
-tls_stage_add(struct tls_io *io, const void *data, size_t len)
-{
-	if (io->stage_len + len > io->stage_cap) {
-		size_t cap = io->stage_cap ? io->stage_cap : 4096;
-		while (cap < io->stage_len + len)
-			cap *= 2;
-		if (cap > STAGE_MAX)
-			return -1;
-		unsigned char *p = realloc(io->stage, cap);
-		if (p == NULL)
-			return -1;
-		io->stage = p;
-		io->stage_cap = cap;
-	}
-	memcpy(io->stage + io->stage_len, data, len);
-	io->stage_len += len;
-	return 0;
-}
-
 void
 tls_io_free(struct tls_io *io)
 {
-	tls_stage_end(io);
-	free(io->ahead);
-	io->ahead = NULL;
-	io->ahead_off = io->ahead_len = 0;
+	buf_release(io->pool, &io->rx);
+	buf_release(io->pool, &io->tx);
 }
 
-void
-tls_stage_end(struct tls_io *io)
-{
-	free(io->stage);
-	io->stage = NULL;
-	io->stage_len = io->stage_cap = 0;
-	io->staging = false;
-}
-
-/* The socket glue: non-blocking send/recv mapped to mbedTLS's WANT_*. */
+/* The socket glue.  Sending only queues: the connection flushes tx. */
 static int
 bio_send(void *arg, const unsigned char *buf, size_t len)
 {
 	struct tls_io *io = arg;
-	ssize_t n;
 
 	/* Remember the fatal alert a failing handshake sends (still plaintext
 	 * then): it names the failure better than mbedTLS's return code. */
 	if (io->alert_sent == 0 && len >= 7 && buf[0] == MBEDTLS_SSL_MSG_ALERT &&
 	    buf[5] == MBEDTLS_SSL_ALERT_LEVEL_FATAL)
 		io->alert_sent = buf[6];
-	if (io->staging)
-		return tls_stage_add(io, buf, len) == 0 ? (int)len : MBEDTLS_ERR_SSL_ALLOC_FAILED;
-	n = send(io->fd, buf, len, MSG_NOSIGNAL);
-	if (n >= 0)
-		return (int)n;
-	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-		return MBEDTLS_ERR_SSL_WANT_WRITE;
-	if (errno == EPIPE || errno == ECONNRESET)
-		return MBEDTLS_ERR_NET_CONN_RESET;
-	return MBEDTLS_ERR_NET_SEND_FAILED;
+	if (buf_append(io->pool, &io->tx, buf, len, TLS_TX_MAX) != 0)
+		return MBEDTLS_ERR_SSL_ALLOC_FAILED;
+	return (int)len;
 }
 
 /*
- * mbedTLS asks for a record's 5-byte header, then its body: two recv()s a
- * record.  Reading ahead into a small buffer (freed as soon as it is empty,
- * so idle connections hold none) makes it about one.  A request as large as
- * the buffer is read straight into mbedTLS's own.
+ * mbedTLS asks for a record's 5-byte header, then its body.  Reading up to
+ * BUF_READ at once serves several records per recv().  A read shorter than
+ * asked for emptied the socket: until the event loop says it is readable
+ * again, WANT_READ costs no system call.
  */
 static int
 bio_recv(void *arg, unsigned char *buf, size_t len)
 {
 	struct tls_io *io = arg;
-	ssize_t n;
+	struct buf *rx = &io->rx;
 
-	if (io->ahead_off == io->ahead_len && len < READ_AHEAD) {
-		if (io->ahead == NULL && (io->ahead = malloc(READ_AHEAD)) == NULL)
+	if (buf_pending(rx) == 0) {
+		ssize_t n;
+		if (!io->readable)
+			return MBEDTLS_ERR_SSL_WANT_READ;
+		if (buf_take(io->pool, rx) != 0)
 			return MBEDTLS_ERR_SSL_ALLOC_FAILED;
-		n = recv(io->fd, io->ahead, READ_AHEAD, 0);
-		if (n > 0) {
-			io->ahead_off = 0;
-			io->ahead_len = (size_t)n;
-		} else {
-			free(io->ahead);        /* nothing came: an idle connection holds none */
-			io->ahead = NULL;
+		n = recv(io->fd, rx->p, BUF_READ, 0);
+		if (n <= 0) {
+			buf_release(io->pool, rx);
+			if (n == 0)
+				return 0;       /* EOF: mbedTLS reports MBEDTLS_ERR_SSL_CONN_EOF */
+			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+				io->readable = false;
+				return MBEDTLS_ERR_SSL_WANT_READ;
+			}
+			return errno == ECONNRESET ? MBEDTLS_ERR_NET_CONN_RESET : MBEDTLS_ERR_NET_RECV_FAILED;
 		}
-	} else if (io->ahead_off == io->ahead_len) {
-		n = recv(io->fd, buf, len, 0);
-		if (n > 0 && io->first_byte < 0)
-			io->first_byte = buf[0];
-		goto out;
-	} else {
-		n = 1;
+		if ((size_t)n < BUF_READ)
+			io->readable = false;
+		rx->len = (size_t)n;
 	}
-	if (n > 0) {
-		size_t take = io->ahead_len - io->ahead_off < len ? io->ahead_len - io->ahead_off : len;
-		memcpy(buf, io->ahead + io->ahead_off, take);
-		io->ahead_off += take;
-		if (io->ahead_off == io->ahead_len) {
-			free(io->ahead);
-			io->ahead = NULL;
-			io->ahead_off = io->ahead_len = 0;
-		}
-		if (io->first_byte < 0)
-			io->first_byte = buf[0];
-		return (int)take;
-	}
-out:
-	if (n >= 0)
-		return (int)n;          /* 0 is EOF: mbedTLS reports MBEDTLS_ERR_SSL_CONN_EOF */
-	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-		return MBEDTLS_ERR_SSL_WANT_READ;
-	if (errno == ECONNRESET)
-		return MBEDTLS_ERR_NET_CONN_RESET;
-	return MBEDTLS_ERR_NET_RECV_FAILED;
+	size_t take = buf_pending(rx) < len ? buf_pending(rx) : len;
+	memcpy(buf, rx->p + rx->off, take);
+	rx->off += take;
+	if (buf_pending(rx) == 0)
+		buf_release(io->pool, rx);
+	if (io->first_byte < 0 && take > 0)
+		io->first_byte = buf[0];
+	return (int)take;
 }
 
 static bool
@@ -727,6 +669,44 @@ tls_conn_setup(const struct tls_ctx *ctx, size_t bi, mbedtls_ssl_context *ssl, s
 	mbedtls_ssl_set_bio(ssl, io, bio_send, bio_recv, NULL);
 	return 0;
 }
+
+#if MBEDTLS_VERSION_MAJOR < 3
+/*
+ * Between records a record buffer holds only its 8-byte sequence number and
+ * the record header, at its start; the rest is scratch for the next record.
+ * The whole pages past that are dropped (they read back as zeros).
+ */
+#define TRIM_KEEP 64
+
+static void
+trim_buffer(unsigned char *p)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	uintptr_t start, end;
+
+	if (p == NULL || page <= 0)
+		return;
+	start = ((uintptr_t)p + TRIM_KEEP + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+	end = ((uintptr_t)p + malloc_usable_size(p)) & ~((uintptr_t)page - 1);
+	if (end > start)
+		madvise((void *)start, end - start, MADV_DONTNEED);
+}
+
+void
+tls_trim(mbedtls_ssl_context *ssl)
+{
+	if (mbedtls_ssl_check_pending(ssl) == 0 && mbedtls_ssl_get_bytes_avail(ssl) == 0)
+		trim_buffer(ssl->in_buf);
+	if (ssl->out_left == 0)
+		trim_buffer(ssl->out_buf);
+}
+#else
+void
+tls_trim(mbedtls_ssl_context *ssl)
+{
+	(void)ssl;      /* mbedTLS 3 hides the buffers (and can size them itself) */
+}
+#endif
 
 const char *
 tls_failure_reason(int err, const struct tls_io *io)

@@ -9,13 +9,24 @@
 #include <mbedtls/net_sockets.h>
 #include <mbedtls/ssl.h>
 
+#include "buf.h"
 #include "config.h"
 
 struct tls_ctx;
 
-/* What a connection's TLS context reaches through its BIO pointer. */
+/*
+ * What a connection's TLS context reaches through its BIO pointer.  mbedTLS
+ * never touches the socket itself: it takes ciphertext from rx, which is
+ * read ahead of it, and puts what it sends into tx, which the connection
+ * flushes, so that a handshake flight (with the 101 before it) or several
+ * records leave in one send().
+ */
 struct tls_io {
 	int fd;
+	struct bufpool *pool;
+	bool readable;                  /* the socket may hold bytes: cleared by a short read */
+	struct buf rx;                  /* read from the socket, not yet taken by mbedTLS */
+	struct buf tx;                  /* written by mbedTLS, not yet sent */
 	const char *target_host;        /* the target the relay asked for, for SNI */
 	size_t backend;                 /* index of the backend in the configuration */
 	char sni[256];                  /* the client's server name, "" if none */
@@ -24,21 +35,12 @@ struct tls_io {
 	unsigned char alert_sent;       /* fatal alert we sent during the handshake, 0 if none */
 	const char *resumed_name;       /* server name of the session resumed, if any */
 	bool resumption_mismatch;
-	/* While staging, what mbedTLS sends is collected here, so that a
-	 * handshake flight (and the 101 before it) goes out in one send(). */
-	bool staging;
-	unsigned char *stage;
-	size_t stage_len, stage_cap;
-	unsigned char *ahead;           /* read ahead of mbedTLS, not yet handed to it */
-	size_t ahead_off, ahead_len;
 };
 
-void tls_io_free(struct tls_io *io);            /* what the glue still holds */
+/* The most tx can hold: a handshake flight with a long chain, or four records and an alert. */
+#define TLS_TX_MAX (4 * BUF_SIZE)
 
-/* Collect sends instead of making them; tls_stage_add() queues bytes too. */
-void tls_stage_begin(struct tls_io *io);
-int tls_stage_add(struct tls_io *io, const void *data, size_t len);
-void tls_stage_end(struct tls_io *io);          /* frees the stage; sends go direct again */
+void tls_io_free(struct tls_io *io);            /* gives back what rx and tx hold */
 
 /* Process-wide: RNG for this thread; call in every thread using TLS. */
 int tls_thread_init(void);
@@ -57,6 +59,13 @@ int tls_conn_setup(const struct tls_ctx *ctx, size_t bi, mbedtls_ssl_context *ss
 
 /* mbedtls_ssl_handshake, with resumption bound to the server name. */
 int tls_handshake(mbedtls_ssl_context *ssl, struct tls_io *io);
+
+/*
+ * Give the memory behind mbedTLS's two ~16.7 KiB record buffers back to the
+ * kernel while a connection is idle; they fault back in when used.  Does
+ * nothing while mbedTLS holds input it has not processed.
+ */
+void tls_trim(mbedtls_ssl_context *ssl);
 
 /* A short, stable name for a handshake failure (for logs and metrics). */
 const char *tls_failure_reason(int mbedtls_err, const struct tls_io *io);

@@ -182,4 +182,5 @@ worker_free(struct worker *w)
 	if (w->base != NULL)
 		event_base_free(w->base);
 	free(w->scratch);
+	bufpool_clear(&w->pool);
 }
