@@ -853,6 +853,8 @@ conn_timeout(evutil_socket_t fd, short what, void *arg)
 		if (!c->trimmed && idle >= TRIM_AFTER_MS) {
 			tls_trim(&c->ssl);
 			c->trimmed = true;
+			log_debug("conn %llu: idle for %llu ms, TLS record buffers trimmed", (unsigned long long)c->id,
+			    (unsigned long long)idle);
 		}
 		/* Wake for the idle limit, or earlier to trim. */
 		arm_timer_ms(c, !c->trimmed && TRIM_AFTER_MS - idle < limit - idle ? TRIM_AFTER_MS - idle : limit - idle);

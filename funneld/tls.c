@@ -695,7 +695,8 @@ trim_buffer(unsigned char *p)
 void
 tls_trim(mbedtls_ssl_context *ssl)
 {
-	if (mbedtls_ssl_check_pending(ssl) == 0 && mbedtls_ssl_get_bytes_avail(ssl) == 0)
+	/* in_left: part of a record is in; check_pending: a whole one is not processed yet. */
+	if (ssl->in_left == 0 && mbedtls_ssl_check_pending(ssl) == 0 && mbedtls_ssl_get_bytes_avail(ssl) == 0)
 		trim_buffer(ssl->in_buf);
 	if (ssl->out_left == 0)
 		trim_buffer(ssl->out_buf);
