@@ -607,8 +607,8 @@ splice_c2b(struct conn *c)
 
 /*
  * Backend → client.  Records go into io.tx while whole ones fit, so that
- * up to four leave in one send().  Returns what it waits for, or -1 when c
- * was closed.
+ * what one recv() took from the backend leaves in one send().  Returns what
+ * it waits for, or -1 when c was closed.
  */
 static int
 splice_b2c(struct conn *c)

@@ -37,7 +37,7 @@ struct tls_io {
 	bool resumption_mismatch;
 };
 
-/* The most tx can hold: a handshake flight with a long chain, or four records and an alert. */
+/* The most tx can hold: a handshake flight with a long chain, or a buffer of records and an alert. */
 #define TLS_TX_MAX (4 * BUF_SIZE)
 
 void tls_io_free(struct tls_io *io);            /* gives back what rx and tx hold */
