@@ -1,17 +1,30 @@
 /* Pooled byte buffers; see buf.h. */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "buf.h"
+
+static atomic_size_t spare_bytes;
+
+size_t
+bufpool_spare_bytes(void)
+{
+	return atomic_load_explicit(&spare_bytes, memory_order_relaxed);
+}
 
 int
 buf_take(struct bufpool *pool, struct buf *b)
 {
 	if (b->p != NULL)
 		return 0;
-	b->p = pool->nspare > 0 ? pool->spare[--pool->nspare] : malloc(BUF_SIZE);
-	if (b->p == NULL)
+	if (pool->nspare > 0) {
+		b->p = pool->spare[--pool->nspare];
+		atomic_fetch_sub_explicit(&spare_bytes, BUF_SIZE, memory_order_relaxed);
+	} else if ((b->p = malloc(BUF_SIZE)) == NULL) {
 		return -1;
+	}
+	pool->takes++;
 	b->off = b->len = 0;
 	b->cap = BUF_SIZE;
 	return 0;
@@ -22,10 +35,14 @@ buf_release(struct bufpool *pool, struct buf *b)
 {
 	if (b->p != NULL) {
 		/* Only pool-sized buffers go back; grown or small ones are freed. */
-		if (b->cap == BUF_SIZE && pool->nspare < BUF_POOL_KEEP)
+		if (b->cap == BUF_SIZE && pool->nspare < BUF_POOL_KEEP) {
 			pool->spare[pool->nspare++] = b->p;
-		else
+			atomic_fetch_add_explicit(&spare_bytes, BUF_SIZE, memory_order_relaxed);
+			if (pool->nspare == 1 && pool->on_spare != NULL)
+				pool->on_spare(pool->arg);
+		} else {
 			free(b->p);
+		}
 	}
 	b->p = NULL;
 	b->off = b->len = b->cap = 0;
@@ -65,6 +82,8 @@ buf_append(struct bufpool *pool, struct buf *b, const void *data, size_t n, size
 void
 bufpool_clear(struct bufpool *pool)
 {
-	while (pool->nspare > 0)
+	while (pool->nspare > 0) {
 		free(pool->spare[--pool->nspare]);
+		atomic_fetch_sub_explicit(&spare_bytes, BUF_SIZE, memory_order_relaxed);
+	}
 }

@@ -9,6 +9,7 @@
 #define FUNNELD_BUF_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /*
  * One recv() or send() moves at most BUF_READ.  Bulk transfers measured
@@ -28,6 +29,9 @@ struct buf {
 struct bufpool {
 	unsigned char *spare[BUF_POOL_KEEP];
 	size_t nspare;
+	uint64_t takes;                 /* buffers handed out so far */
+	void (*on_spare)(void *arg);    /* if set: the pool went from no spare buffer to one */
+	void *arg;
 };
 
 static inline size_t
@@ -45,7 +49,10 @@ void buf_release(struct bufpool *pool, struct buf *b);
 /* Append n bytes, growing b up to max bytes in all.  0, or -1 when they do not fit. */
 int buf_append(struct bufpool *pool, struct buf *b, const void *data, size_t n, size_t max);
 
-/* Free the spare buffers (the worker is ending). */
+/* Free the spare buffers (the pool went quiet, or its worker ends). */
 void bufpool_clear(struct bufpool *pool);
+
+/* Bytes in spare buffers, all pools together (a metrics gauge). */
+size_t bufpool_spare_bytes(void);
 
 #endif

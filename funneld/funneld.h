@@ -56,6 +56,8 @@ struct worker {
 	unsigned nconns;
 	unsigned char *scratch;         /* WORKER_SCRATCH bytes for input that is thrown away */
 	struct bufpool pool;            /* data path buffers of its connections */
+	struct event *pool_trim_ev;     /* frees the pool's spares once it goes quiet */
+	uint64_t pool_takes_seen;
 	void (*on_exit)(void);          /* called in the thread as it leaves its loop */
 	void (*on_accept_stopped)(void);        /* called in the thread once it accepts no more */
 };

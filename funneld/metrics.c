@@ -130,6 +130,8 @@ metrics_render(unsigned conns_open, size_t *lenp)
 		return NULL;
 	fprintf(f, "# HELP funneld_connections_open Relay connections currently open.\n"
 	    "# TYPE funneld_connections_open gauge\nfunneld_connections_open %u\n", conns_open);
+	fprintf(f, "# HELP funneld_buffer_pool_bytes Memory in spare data buffers, kept for reuse while busy.\n"
+	    "# TYPE funneld_buffer_pool_bytes gauge\nfunneld_buffer_pool_bytes %zu\n", bufpool_spare_bytes());
 	fprintf(f, "# HELP funneld_connections_total Relay connections ended, by how they ended.\n"
 	    "# TYPE funneld_connections_total counter\n");
 	for (int r = 0; r < RESULT_COUNT; r++)

@@ -17,6 +17,7 @@
 
 #define ACCEPT_BATCH 64                 /* per wake-up, so one listener cannot starve the rest */
 #define ACCEPT_PAUSE_MS 100             /* after EMFILE/ENFILE */
+#define POOL_QUIET_MS 1000              /* a pool unused this long frees its spare buffers */
 
 static void
 accept_enable(struct worker *w, bool on)
@@ -73,6 +74,36 @@ on_accept(evutil_socket_t fd, short what, void *arg)
 		}
 		return;
 	}
+}
+
+static void
+pool_trim_arm(struct worker *w)
+{
+	struct timeval tv = { 0, POOL_QUIET_MS * 1000 };
+
+	w->pool_takes_seen = w->pool.takes;
+	evtimer_add(w->pool_trim_ev, &tv);
+}
+
+static void
+on_pool_spare(void *arg)
+{
+	struct worker *w = arg;
+
+	if (!evtimer_pending(w->pool_trim_ev, NULL))
+		pool_trim_arm(w);
+}
+
+/* Busy pools keep their spares; a quiet one gives the memory back. */
+static void
+pool_trim(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+
+	if (w->pool.takes != w->pool_takes_seen)
+		pool_trim_arm(w);
+	else
+		bufpool_clear(&w->pool);
 }
 
 /* The main thread changed server.phase. */
@@ -162,6 +193,10 @@ worker_start(struct worker *w)
 		return -1;
 	if ((w->accept_pause_ev = evtimer_new(w->base, accept_resume, w)) == NULL)
 		return -1;
+	if ((w->pool_trim_ev = evtimer_new(w->base, pool_trim, w)) == NULL)
+		return -1;
+	w->pool.on_spare = on_pool_spare;
+	w->pool.arg = w;
 	if ((errno = pthread_create(&w->thread, NULL, worker_main, w)) != 0)
 		return -1;
 	return 0;
@@ -179,6 +214,8 @@ worker_free(struct worker *w)
 		event_free(w->ctl_ev);
 	if (w->accept_pause_ev != NULL)
 		event_free(w->accept_pause_ev);
+	if (w->pool_trim_ev != NULL)
+		event_free(w->pool_trim_ev);
 	if (w->base != NULL)
 		event_base_free(w->base);
 	free(w->scratch);

@@ -49,7 +49,8 @@ Checks (any failure: listed, exit status 1):
   failures and byte totals agree with the records;
 - funneld's open file descriptors (/proc/PID/fd) back to the count before
   the first connection; its RSS at the end within 10% of the RSS after the
-  warm-up (both measured with no connection open);
+  warm-up (both measured with no connection open and the spare-buffer pools
+  empty: funneld_buffer_pool_bytes 0);
 - funneld still running, and it exits 0 at SIGTERM.
 
 Bounded: --connections and --seconds (no new connection is started after
@@ -732,6 +733,10 @@ class Soak:
                    what=f"{what}: {made} connection records")
         h.wait_for(lambda: len(self.backend_reports) + len(self.tagless) >= backend_expected, timeout,
                    what=f"{what}: {backend_expected} backend reports")
+        # Spare data buffers are kept while busy and freed a second after:
+        # the RSS compared below is then the connections' own.
+        h.wait_for(lambda: scrape(self.metrics_path).get("funneld_buffer_pool_bytes") == 0, timeout,
+                   what=f"{what}: funneld_buffer_pool_bytes to reach 0")
 
     def fd_settle(self, want, timeout=10):
         """The fd count back to `want` (a metrics scrape's socket closes a

@@ -818,6 +818,24 @@ class MetricsTest(Base):
         self.assertRegex(body, r"(?m)^# TYPE funneld_connections_total counter$")
         self.assertEqual(m["funneld_connections_open"], 0, "the scraper counted as a connection")
 
+    def test_buffer_pool_fills_while_busy_and_empties_when_quiet(self):
+        m = self.scrape()
+        self.assertEqual(m["funneld_buffer_pool_bytes"], 0, "a fresh funneld holds spare buffers")
+        t = open_stream(self.addr)
+        try:
+            data = os.urandom(1 << 20)
+            got, _ = harness.tls_transfer(t, data, len(data), timeout=30)
+            self.assertEqual(got, data)
+            # The transfer is done: its buffers went back to the pool.
+            busy = self.scrape()["funneld_buffer_pool_bytes"]
+            self.assertGreater(busy, 0, "no spare buffer kept after a transfer")
+            # Unused for a second, the pool frees them (the stream is still open).
+            wait_for(lambda: self.scrape()["funneld_buffer_pool_bytes"] == 0, harness.slack(15),
+                     what="the pool to free its spares")
+        finally:
+            t.close()
+        self.settled(1)
+
 
 # ---------------------------------------------------------------- 6. certificate swap
 
