@@ -2,10 +2,42 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "buf.h"
 
 static atomic_size_t spare_bytes;
+
+/*
+ * Pool buffers are whole mappings of their own: freed, they go straight
+ * back to the kernel (a heap would keep them resident), and the pool
+ * reuses them while busy, so mapping them costs nothing per transfer.
+ */
+static unsigned char *
+map_buffer(void)
+{
+	void *p = mmap(NULL, BUF_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+/* Storage b does not keep: a pool buffer goes back to the pool (or the kernel). */
+static void
+drop_storage(struct bufpool *pool, unsigned char *p, bool pooled)
+{
+	if (p == NULL)
+		return;
+	if (!pooled) {
+		free(p);
+	} else if (pool->nspare < BUF_POOL_KEEP) {
+		pool->spare[pool->nspare++] = p;
+		atomic_fetch_add_explicit(&spare_bytes, BUF_SIZE, memory_order_relaxed);
+		if (pool->nspare == 1 && pool->on_spare != NULL)
+			pool->on_spare(pool->arg);
+	} else {
+		munmap(p, BUF_SIZE);
+	}
+}
 
 size_t
 bufpool_spare_bytes(void)
@@ -21,31 +53,21 @@ buf_take(struct bufpool *pool, struct buf *b)
 	if (pool->nspare > 0) {
 		b->p = pool->spare[--pool->nspare];
 		atomic_fetch_sub_explicit(&spare_bytes, BUF_SIZE, memory_order_relaxed);
-	} else if ((b->p = malloc(BUF_SIZE)) == NULL) {
+	} else if ((b->p = map_buffer()) == NULL) {
 		return -1;
 	}
 	pool->takes++;
 	b->off = b->len = 0;
 	b->cap = BUF_SIZE;
+	b->pooled = true;
 	return 0;
 }
 
 void
 buf_release(struct bufpool *pool, struct buf *b)
 {
-	if (b->p != NULL) {
-		/* Only pool-sized buffers go back; grown or small ones are freed. */
-		if (b->cap == BUF_SIZE && pool->nspare < BUF_POOL_KEEP) {
-			pool->spare[pool->nspare++] = b->p;
-			atomic_fetch_add_explicit(&spare_bytes, BUF_SIZE, memory_order_relaxed);
-			if (pool->nspare == 1 && pool->on_spare != NULL)
-				pool->on_spare(pool->arg);
-		} else {
-			free(b->p);
-		}
-	}
-	b->p = NULL;
-	b->off = b->len = b->cap = 0;
+	drop_storage(pool, b->p, b->pooled);
+	*b = (struct buf){ 0 };
 }
 
 int
@@ -68,11 +90,14 @@ buf_append(struct bufpool *pool, struct buf *b, const void *data, size_t n, size
 			cap = max;
 		if (cap < b->len + n)
 			return -1;
-		unsigned char *p = realloc(b->p, cap);
+		unsigned char *p = malloc(cap);
 		if (p == NULL)
 			return -1;
+		memcpy(p, b->p, b->len);
+		drop_storage(pool, b->p, b->pooled);
 		b->p = p;
 		b->cap = cap;
+		b->pooled = false;
 	}
 	memcpy(b->p + b->len, data, n);
 	b->len += n;
@@ -83,7 +108,7 @@ void
 bufpool_clear(struct bufpool *pool)
 {
 	while (pool->nspare > 0) {
-		free(pool->spare[--pool->nspare]);
+		munmap(pool->spare[--pool->nspare], BUF_SIZE);
 		atomic_fetch_sub_explicit(&spare_bytes, BUF_SIZE, memory_order_relaxed);
 	}
 }

@@ -8,6 +8,7 @@
 #ifndef FUNNELD_BUF_H
 #define FUNNELD_BUF_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -24,6 +25,7 @@
 struct buf {
 	unsigned char *p;               /* NULL when empty */
 	size_t off, len, cap;           /* bytes [off, len) wait */
+	bool pooled;                    /* p is a pool buffer (else from malloc) */
 };
 
 struct bufpool {

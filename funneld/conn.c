@@ -892,6 +892,7 @@ conn_accept(struct worker *w, int fd, const struct listener *l, const struct soc
 	if (peer == NULL)
 		peer = &unknown;
 	format_addr(peer, c->peer, sizeof(c->peer));
+	log_debug("conn %llu: from %s on %s, worker %u", (unsigned long long)c->id, c->peer, l->text, w->id);
 	/* On a unix: listener the socket file's permissions decide who connects.
 	 * TCP_NODELAY comes from the listener (accepted sockets inherit it). */
 	c->peer_allowed = l->kind == LISTEN_UNIX ||

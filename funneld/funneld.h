@@ -39,6 +39,7 @@ struct listener {
 	enum listen_kind kind;
 	char text[128];
 	char *unlink_path;              /* a socket file we created, removed at exit */
+	int worker;                     /* -1: every worker accepts on it; else only that one */
 };
 
 enum server_phase { PHASE_RUNNING, PHASE_DRAINING, PHASE_STOPPING };
@@ -84,7 +85,7 @@ void worker_notify(struct worker *w);           /* wake it to look at server.pha
 void worker_conn_done(struct worker *w);        /* a connection of w ended */
 
 /* listener.c */
-int listeners_open(const struct config *cfg, char *err, size_t errlen);
+int listeners_open(const struct config *cfg, unsigned nworkers, char *err, size_t errlen);
 int listeners_adopt_activated(void);            /* sd_listen_fds; returns count or -1 */
 void listeners_close(void);
 

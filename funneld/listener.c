@@ -19,7 +19,7 @@
 #define LISTEN_BACKLOG 4096
 
 static int
-add_listener(int fd, enum listen_kind kind, const char *text, const char *unlink_path)
+add_listener(int fd, enum listen_kind kind, const char *text, const char *unlink_path, int worker)
 {
 	struct listener *v = realloc(server.listeners, (server.nlisteners + 1) * sizeof(*v));
 
@@ -30,6 +30,7 @@ add_listener(int fd, enum listen_kind kind, const char *text, const char *unlink
 	v[server.nlisteners].kind = kind;
 	snprintf(v[server.nlisteners].text, sizeof(v[server.nlisteners].text), "%s", text);
 	v[server.nlisteners].unlink_path = NULL;
+	v[server.nlisteners].worker = worker;
 	if (unlink_path != NULL && (v[server.nlisteners].unlink_path = strdup(unlink_path)) == NULL)
 		return -1;
 	server.nlisteners++;
@@ -62,38 +63,89 @@ remove_stale_socket(const char *path)
 	return unlink(path);
 }
 
+/* A TCP socket bound to sa; listening unless it is only a probe. */
 static int
-open_one(const struct listen_addr *la, char *err, size_t errlen, const char *cfgpath)
+tcp_socket(const struct sockaddr *sa, socklen_t salen, bool reuseport, bool probe)
 {
-	int fd, one = 1, family = la->ss.ss_family;
+	int fd, one = 1;
 
-	if (la->kind == LISTEN_UNIX) {
-		const struct sockaddr_un *sun = (const struct sockaddr_un *)&la->ss;
-		if (remove_stale_socket(sun->sun_path) != 0) {
-			snprintf(err, errlen, "%s:%d: listen %s: %s", cfgpath, la->line, la->text, strerror(errno));
+	if ((fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0)
+		return -1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (reuseport)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+	/* The Tailscale address may not exist yet at boot: bind anyway. */
+	setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof(one));
+	/* Inherited by every accepted relay connection. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (sa->sa_family == AF_INET6) {
+		/* [::] takes IPv4 too (as mapped addresses); a specific IPv6
+		 * address only itself. */
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+		int v6only = !IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr);
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only));
+	}
+	if (bind(fd, sa, salen) != 0 || (!probe && listen(fd, LISTEN_BACKLOG) != 0)) {
+		int saved = errno;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	return fd;
+}
+
+/*
+ * With several workers, a TCP address gets one socket per worker in a
+ * SO_REUSEPORT group: the kernel spreads new connections over the workers'
+ * queues, and no worker wakes up for a connection another one takes.  A
+ * plain bind first makes an address that another process holds (with
+ * SO_REUSEPORT or not) fail as in use instead of being shared with it.
+ */
+static int
+open_tcp(const struct listen_addr *la, unsigned nworkers)
+{
+	struct sockaddr_storage ss = la->ss;
+	socklen_t len = la->sslen;
+	int fd;
+
+	if (nworkers <= 1)
+		return (fd = tcp_socket((struct sockaddr *)&ss, len, false, false)) < 0 ? -1 :
+		    add_listener(fd, LISTEN_TCP, la->text, NULL, -1);
+	if ((fd = tcp_socket((struct sockaddr *)&ss, len, false, true)) < 0)
+		return -1;
+	close(fd);
+	for (unsigned k = 0; k < nworkers; k++) {
+		if ((fd = tcp_socket((struct sockaddr *)&ss, len, true, false)) < 0)
+			return -1;
+		if (add_listener(fd, LISTEN_TCP, la->text, NULL, (int)k) != 0) {
+			close(fd);
 			return -1;
 		}
+		/* Port 0: the others join the port the first one got. */
+		if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+			return -1;
 	}
-	if ((fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0)
-		goto fail;
+	return 0;
+}
+
+static int
+open_one(const struct listen_addr *la, unsigned nworkers, char *err, size_t errlen, const char *cfgpath)
+{
+	int fd = -1;
+
 	if (la->kind == LISTEN_TCP) {
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		/* The Tailscale address may not exist yet at boot: bind anyway. */
-		setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof(one));
-		/* Inherited by every accepted relay connection. */
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		if (family == AF_INET6) {
-			/* [::] takes IPv4 too (as mapped addresses); a specific
-			 * IPv6 address only itself. */
-			const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&la->ss;
-			int v6only = !IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr);
-			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only));
-		}
+		if (open_tcp(la, nworkers) != 0)
+			goto fail;
+		return 0;
 	}
+	const struct sockaddr_un *sun = (const struct sockaddr_un *)&la->ss;
+	if (remove_stale_socket(sun->sun_path) != 0)
+		goto fail;
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0)
+		goto fail;
 	if (bind(fd, (const struct sockaddr *)&la->ss, la->sslen) != 0 || listen(fd, LISTEN_BACKLOG) != 0)
 		goto fail;
-	if (add_listener(fd, la->kind, la->text,
-	    la->kind == LISTEN_UNIX ? ((const struct sockaddr_un *)&la->ss)->sun_path : NULL) != 0)
+	if (add_listener(fd, LISTEN_UNIX, la->text, sun->sun_path, -1) != 0)
 		goto fail;
 	return 0;
 fail:
@@ -104,14 +156,14 @@ fail:
 }
 
 int
-listeners_open(const struct config *cfg, char *err, size_t errlen)
+listeners_open(const struct config *cfg, unsigned nworkers, char *err, size_t errlen)
 {
 	if (cfg->nlistens == 0) {
 		snprintf(err, errlen, "%s: no listen address, and not started by socket activation", cfg->path);
 		return -1;
 	}
 	for (size_t i = 0; i < cfg->nlistens; i++)
-		if (open_one(&cfg->listens[i], err, errlen, cfg->path) != 0)
+		if (open_one(&cfg->listens[i], nworkers, err, errlen, cfg->path) != 0)
 			return -1;
 	return 0;
 }
@@ -144,7 +196,7 @@ listeners_adopt_activated(void)
 			int one = 1;
 			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		}
-		if (add_listener(fd, ss.ss_family == AF_UNIX ? LISTEN_UNIX : LISTEN_TCP, text, NULL) != 0)
+		if (add_listener(fd, ss.ss_family == AF_UNIX ? LISTEN_UNIX : LISTEN_TCP, text, NULL, -1) != 0)
 			n = -1;
 	}
 	if (names != NULL) {

@@ -281,10 +281,11 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	raise_nofile();
 
+	server.nworkers = worker_count(snap->cfg);
 	int activated = listeners_adopt_activated();
 	if (activated < 0)
 		fatalx("socket activation: cannot adopt the passed sockets");
-	if (activated == 0 && listeners_open(snap->cfg, err, sizeof(err)) != 0) {
+	if (activated == 0 && listeners_open(snap->cfg, (unsigned)server.nworkers, err, sizeof(err)) != 0) {
 		startup_error(err);
 		return 1;
 	}
@@ -300,7 +301,6 @@ main(int argc, char **argv)
 		log_warn("inotify: certificate changes on disk need a SIGHUP");
 	certwatch_update(snap->cfg);
 
-	server.nworkers = worker_count(snap->cfg);
 	if ((server.workers = calloc(server.nworkers, sizeof(*server.workers))) == NULL)
 		fatal("calloc");
 	shutdown_timer = evtimer_new(main_base, on_shutdown_timeout, NULL);
@@ -341,10 +341,14 @@ main(int argc, char **argv)
 	if (status_ev == NULL || event_add(status_ev, &tick) != 0)
 		fatalx("cannot start the status timer");
 
-	for (size_t i = 0; i < server.nlisteners; i++)
+	size_t addresses = 0;
+	for (size_t i = 0; i < server.nlisteners; i++) {
+		if (server.listeners[i].worker > 0)
+			continue;       /* the same address again, for another worker */
+		addresses++;
 		log_info("listening on %s", server.listeners[i].text);
-	log_notice("funneld %s started: %zu listeners, %zu workers", FUNNELD_VERSION, server.nlisteners,
-	    server.nworkers);
+	}
+	log_notice("funneld %s started: %zu listeners, %zu workers", FUNNELD_VERSION, addresses, server.nworkers);
 	sd_notify(0, "READY=1");
 	notify_status();
 

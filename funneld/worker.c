@@ -173,21 +173,22 @@ worker_start(struct worker *w)
 		return -1;
 	if ((w->scratch = malloc(WORKER_SCRATCH)) == NULL)
 		return -1;
-	/* Its own copy: the main thread closes the listeners once all workers
-	 * have stopped accepting. */
-	w->nlisteners = server.nlisteners;
-	w->listeners = calloc(w->nlisteners ? w->nlisteners : 1, sizeof(struct listener));
-	w->accept_ev = calloc(w->nlisteners ? w->nlisteners : 1, sizeof(struct event *));
+	/* Its own copy (the main thread closes the listeners once all workers
+	 * have stopped accepting): the shared ones and its own. */
+	w->listeners = calloc(server.nlisteners ? server.nlisteners : 1, sizeof(struct listener));
+	w->accept_ev = calloc(server.nlisteners ? server.nlisteners : 1, sizeof(struct event *));
 	if (w->listeners == NULL || w->accept_ev == NULL)
 		return -1;
-	for (size_t i = 0; i < w->nlisteners; i++) {
-		w->listeners[i] = server.listeners[i];
-		w->listeners[i].unlink_path = NULL;
-	}
-	for (size_t i = 0; i < w->nlisteners; i++)
-		if ((w->accept_ev[i] = event_new(w->base, server.listeners[i].fd, EV_READ | EV_PERSIST,
+	for (size_t i = 0; i < server.nlisteners; i++) {
+		if (server.listeners[i].worker >= 0 && (unsigned)server.listeners[i].worker != w->id)
+			continue;
+		w->listeners[w->nlisteners] = server.listeners[i];
+		w->listeners[w->nlisteners].unlink_path = NULL;
+		if ((w->accept_ev[w->nlisteners] = event_new(w->base, server.listeners[i].fd, EV_READ | EV_PERSIST,
 		    on_accept, w)) == NULL)
 			return -1;
+		w->nlisteners++;
+	}
 	/* Woken by event_active() from the main thread. */
 	if ((w->ctl_ev = event_new(w->base, -1, EV_PERSIST, on_control, w)) == NULL)
 		return -1;

@@ -837,6 +837,62 @@ class Listeners(unittest.TestCase):
         finally:
             tls.close()
 
+    def listening_sockets(self, port):
+        """funneld's listening sockets on a loopback TCP port (/proc/PID/fd and /proc/net/tcp)."""
+        pid = self.f.proc.pid
+        inodes = set()
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                m = re.match(r"socket:\[(\d+)\]", os.readlink(f"/proc/{pid}/fd/{fd}"))
+            except OSError:
+                continue
+            if m:
+                inodes.add(m.group(1))
+        found = []
+        with open("/proc/net/tcp") as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if int(fields[1].split(":")[1], 16) == port and fields[3] == "0A" and fields[9] in inodes:
+                    found.append(fields[9])
+        return found
+
+    def test_workers_get_a_socket_each_and_all_accept(self):
+        port = h.free_port()
+        self.f = h.Funneld(self.wd.path, h.make_config(f"127.0.0.1:{port}", self.cert, self.key,
+                                                        [(f"{TARGET}:443", self.be.path)], workers=2,
+                                                        log_level="debug")).start()
+        self.assertEqual(len(self.listening_sockets(port)), 2, "workers = 2: one listening socket per worker")
+        self.assertEqual(self.f.log().count(f"listening on 127.0.0.1:{port}"), 1)
+        # The kernel spreads connections over the two sockets by their
+        # addresses: 40 from different ports all on one worker would be a
+        # 1 in 2^39 chance.
+        for _ in range(40):
+            s = h.connect(("127.0.0.1", port))
+            s.sendall(h.ingress_head(target="nowhere.example:443"))
+            self.assertEqual(h.parse_response(h.read_until_close(s))[0], 404)
+            s.close()
+        self.f.wait_records(40)
+        workers = re.findall(r"conn \d+: from 127\.0\.0\.1:\d+ on 127\.0\.0\.1:\d+, worker (\d+)", self.f.log())
+        self.assertEqual(len(workers), 40)
+        self.assertEqual(set(workers), {"0", "1"}, "every worker accepts")
+
+    def test_address_held_by_a_running_funneld_is_in_use(self):
+        # SO_REUSEPORT must not let a second instance share the port.
+        port = h.free_port()
+        self.f = h.Funneld(self.wd.path, h.make_config(f"127.0.0.1:{port}", self.cert, self.key,
+                                                        [(f"{TARGET}:443", self.be.path)], workers=2)).start()
+        wd2 = h.Workdir()
+        self.addCleanup(wd2.cleanup)
+        second = h.Funneld(wd2.path, h.make_config(f"127.0.0.1:{port}", self.cert, self.key,
+                                                    [(f"{TARGET}:443", self.be.path)], workers=2))
+        second.start(wait=False)
+        try:
+            self.assertEqual(second.proc.wait(timeout=h.slack(20)), 1)
+        finally:
+            second.logf.close()
+        self.assertIn("Address already in use", second.log())
+        self.serve_one(("127.0.0.1", port))     # the first one is untouched
+
     def test_tcp4_tcp6_and_unix_at_once(self):
         if not h.have_ipv6_loopback():
             self.skipTest("no ::1 on this machine")
