@@ -595,9 +595,11 @@ splice_c2b(struct conn *c)
 		default:
 			if (ret > 0)
 				continue;       /* c2b is full: send it, then read on */
-			/* What was authenticated before the error goes as far as the backend takes it. */
-			if (buf_pending(&c->c2b) > 0)
-				(void)!send(c->backend_fd, c->c2b.p, buf_pending(&c->c2b), MSG_NOSIGNAL | MSG_DONTWAIT);
+			/* What was authenticated before the error goes as far as
+			 * the backend takes it now; the connection ends either way. */
+			if (buf_pending(&c->c2b) > 0 && send(c->backend_fd, c->c2b.p + c->c2b.off, buf_pending(&c->c2b),
+			    MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+				log_debug("conn %llu: backend: %s", (unsigned long long)c->id, strerror(errno));
 			snprintf(c->detail, sizeof(c->detail), "TLS read: %s", tls_strerror(ret, (char[80]){0}, 80));
 			conn_close(c, RESULT_RELAY_ERROR, c->detail);
 			return -1;
