@@ -509,8 +509,9 @@ backend_failed(struct conn *c, const char *why)
 
 /*
  * Decrypt into c2b while whole records fit (several per send to the
- * backend).  Returns the last mbedtls_ssl_read() result: > 0 when c2b
- * filled up, else why it stopped.
+ * backend); c2b holds a buffer afterwards only if something came.  Returns
+ * the last mbedtls_ssl_read() result: > 0 when c2b filled up, else why it
+ * stopped.
  */
 static int
 decrypt_into_c2b(struct conn *c)
@@ -525,6 +526,8 @@ decrypt_into_c2b(struct conn *c)
 		if (ret > 0)
 			b->len += (size_t)ret;
 	} while (ret > 0 && b->cap - b->len >= TLS_RECORD_MAX);
+	if (buf_pending(b) == 0)
+		buf_release(&c->w->pool, b);
 	return ret;
 }
 
@@ -585,7 +588,6 @@ splice_c2b(struct conn *c)
 		case MBEDTLS_ERR_SSL_WANT_READ:
 			if (buf_pending(&c->c2b) > 0)
 				continue;       /* send it, then wait */
-			buf_release(&c->w->pool, &c->c2b);
 			return WANT_RELAY_READ;
 		case 0:
 		case MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY:
@@ -698,7 +700,9 @@ splice_flush(struct conn *c)
 	if (buf_pending(&c->io.tx) > 0)
 		return WANT_RELAY_WRITE;
 	if (c->b2c_done && !c->relay_shut) {
-		shutdown(c->relay_fd, SHUT_WR);
+		/* With the client's side done too, close() right after sends the FIN. */
+		if (!c->c2b_shut)
+			shutdown(c->relay_fd, SHUT_WR);
 		c->relay_shut = true;
 	}
 	return 0;
