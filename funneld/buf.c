@@ -16,9 +16,12 @@ static atomic_size_t spare_bytes;
 static unsigned char *
 map_buffer(void)
 {
+	/* cppcheck-suppress invalidFunctionArg ; MAP_ANONYMOUS takes fd -1, see mmap(2) */
 	void *p = mmap(NULL, BUF_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
-	return p == MAP_FAILED ? NULL : p;
+	if (p == MAP_FAILED)
+		return NULL;
+	return p;
 }
 
 /* Storage b does not keep: a pool buffer goes back to the pool (or the kernel). */
