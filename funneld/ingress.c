@@ -237,6 +237,9 @@ parse_target(const char *v, size_t n, struct ingress_req *req)
 			    (c >= 'A' && c <= 'Z') || c == '-' || c == '.' ||
 			    c == '_'))
 				return -1;
+			/* No empty label: "a..b", ".a", "a.." (one trailing dot is gone). */
+			if (c == '.' && (i == 0 || i == hlen - 1 || host[i - 1] == '.'))
+				return -1;
 			host[i] = (char)to_lower(c);
 		}
 	}

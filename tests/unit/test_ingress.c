@@ -130,6 +130,12 @@
 	X(tgt_bad_v6, true, 400, "bad Tailscale-Ingress-Target", RL HOST SRC "Tailscale-Ingress-Target: [zz::1]:443\r\n" END) \
 	X(tgt_only_dot, true, 400, "bad Tailscale-Ingress-Target", RL HOST SRC "Tailscale-Ingress-Target: .:443\r\n" END) \
 	X(tgt_slash, true, 400, "bad Tailscale-Ingress-Target", RL HOST SRC "Tailscale-Ingress-Target: a/b:443\r\n" END) \
+	X(tgt_two_trailing_dots, true, 400, "bad Tailscale-Ingress-Target", RL HOST SRC \
+	  "Tailscale-Ingress-Target: node.ts.net..:443\r\n" END) \
+	X(tgt_empty_label, true, 400, "bad Tailscale-Ingress-Target", RL HOST SRC \
+	  "Tailscale-Ingress-Target: node..ts.net:443\r\n" END) \
+	X(tgt_leading_dot, true, 400, "bad Tailscale-Ingress-Target", RL HOST SRC \
+	  "Tailscale-Ingress-Target: .node.ts.net:443\r\n" END) \
 	/* 400: a body */ \
 	X(cl_positive, true, 400, "request has a body", RL HOST SRC TGT "Content-Length: 5\r\n" END) \
 	X(cl_positive_zero_led, true, 400, "request has a body", RL HOST SRC TGT "Content-Length: 01\r\n" END) \
