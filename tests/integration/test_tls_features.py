@@ -825,6 +825,36 @@ class CurveP256OnlyTest(FunneldCase):
         self.assertIn("no_shared_cipher", rec.get("reason", ""))
 
 
+class BaseTableTest(FunneldCase):
+    """ECDHE on Weierstrass curves uses a base-point table funneld computes
+    once per curve and lends to each handshake (funneld/tls.c).  Many
+    handshakes in a row and at once, on two workers and on two curves, must
+    all work: a table freed or changed by one handshake breaks the next."""
+    cert = "node-rsa"
+    workers = 2
+    extra_tls = "curves = secp256r1, secp384r1\n"
+
+    def test_many_handshakes_on_two_curves(self):
+        errors = []
+        lock = threading.Lock()
+
+        def some(curve, n):
+            for _ in range(n):
+                try:
+                    info, _ = self.ok(ctx=tls12_context(curve=curve, ciphers="ECDHE+AESGCM"))
+                    if info["reused"]:
+                        raise AssertionError("resumed: no key exchange happened")
+                except BaseException as e:  # reported below
+                    with lock:
+                        errors.append(f"{curve}: {e!r}")
+        threads = [threading.Thread(target=some, args=(c, 6)) for c in ("prime256v1", "secp384r1") * 2]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        self.assertEqual(errors, [])
+
+
 class CurveX25519OnlyTest(FunneldCase):
     cert = "node-rsa"
     extra_tls = "curves = x25519\n"
