@@ -605,6 +605,9 @@ class IdleTimeout(StreamCase):
 class Signals(unittest.TestCase):
     """SIGHUP / SIGTERM / SIGINT; one funneld per test."""
 
+    WORKERS = 1
+    OVER_TCP = False            # streams over the TCP listener instead of the unix one
+
     def setUp(self):
         self.f = None
         self.made = 0
@@ -632,6 +635,7 @@ class Signals(unittest.TestCase):
         backends = [(f"{TARGET}:443", self.be1.path), (MANUAL, self.manual.path)]
         if second:
             backends.append(("two.example.ts.net:443", self.be2.path))
+        main.setdefault("workers", self.WORKERS)
         return h.make_config(["unix:" + self.addr, f"127.0.0.1:{self.port}"], cert or self.cert,
                              key or self.key, backends, **main)
 
@@ -639,7 +643,7 @@ class Signals(unittest.TestCase):
         self.f = h.Funneld(self.wd.path, self.config(**kw)).start()
 
     def stream(self, addr=None, **kw):
-        tls = h.open_stream(addr or self.addr, **kw)
+        tls = h.open_stream(addr or (self.tcp if self.OVER_TCP else self.addr), **kw)
         self.made += 1
         return tls
 
@@ -803,6 +807,14 @@ class Signals(unittest.TestCase):
 
 
 # ======================================================================
+
+
+class SignalsTwoWorkers(Signals):
+    """The same with workers = 2 and the streams over TCP, where each worker
+    has its own listening socket: reload, drain and refusal must not depend
+    on which worker holds a connection."""
+    WORKERS = 2
+    OVER_TCP = True
 
 class Listeners(unittest.TestCase):
     """Listener kinds; one funneld per test."""
