@@ -806,15 +806,16 @@ class Signals(unittest.TestCase):
         self.assertFalse(os.path.exists(self.addr), "unix listener's socket file left behind")
 
 
-# ======================================================================
-
-
 class SignalsTwoWorkers(Signals):
     """The same with workers = 2 and the streams over TCP, where each worker
     has its own listening socket: reload, drain and refusal must not depend
     on which worker holds a connection."""
     WORKERS = 2
     OVER_TCP = True
+
+
+# ======================================================================
+
 
 class Listeners(unittest.TestCase):
     """Listener kinds; one funneld per test."""
