@@ -237,30 +237,35 @@ conn_close(struct conn *c, enum conn_result result, const char *reason)
 }
 
 /*
- * Send what waits for the relay in io.tx (a refusal, the 101, TLS records).
- * 0 when all went or the rest waits for the relay to take it; -1 when the
- * relay failed (errno says why).
+ * Send what b holds to fd while fd takes it; a short send clears *writable
+ * (its write event sets it again), and b goes back once empty.  0 when all
+ * went or the rest waits; -1 when the socket failed (errno says why).
  */
 static int
-flush_tx(struct conn *c)
+send_buf(struct conn *c, int fd, struct buf *b, bool *writable)
 {
-	struct buf *tx = &c->io.tx;
-
-	while (buf_pending(tx) > 0) {
-		if (!c->relay_writable)
+	while (buf_pending(b) > 0) {
+		if (!*writable)
 			return 0;
-		ssize_t n = send(c->relay_fd, tx->p + tx->off, buf_pending(tx), MSG_NOSIGNAL);
+		ssize_t n = send(fd, b->p + b->off, buf_pending(b), MSG_NOSIGNAL);
 		if (n < 0) {
 			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
 				return -1;
 			n = 0;
 		}
-		tx->off += (size_t)n;
-		if (buf_pending(tx) > 0)
-			c->relay_writable = false;
+		b->off += (size_t)n;
+		if (buf_pending(b) > 0)
+			*writable = false;
 	}
-	buf_release(&c->w->pool, tx);
+	buf_release(&c->w->pool, b);
 	return 0;
+}
+
+/* What waits for the relay in io.tx: a refusal, the 101, TLS records. */
+static int
+flush_tx(struct conn *c)
+{
+	return send_buf(c, c->relay_fd, &c->io.tx, &c->relay_writable);
 }
 
 /* Answer with a status and close, after draining what the relay still sends. */
@@ -537,24 +542,12 @@ splice_c2b(struct conn *c)
 {
 	for (;;) {
 		if (buf_pending(&c->c2b) > 0) {
-			if (!c->backend_writable)
-				return WANT_BACKEND_WRITE;
-			ssize_t n = send(c->backend_fd, c->c2b.p + c->c2b.off, buf_pending(&c->c2b), MSG_NOSIGNAL);
-			if (n < 0) {
-				if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-					c->backend_writable = false;
-					return WANT_BACKEND_WRITE;
-				}
+			if (send_buf(c, c->backend_fd, &c->c2b, &c->backend_writable) != 0) {
 				backend_failed(c, "backend write failed");
 				return 0;       /* conn_pump ends the client's stream first */
 			}
-			c->c2b.off += (size_t)n;
-			if (buf_pending(&c->c2b) > 0) {
-				c->backend_writable = false;
+			if (buf_pending(&c->c2b) > 0)
 				return WANT_BACKEND_WRITE;
-			}
-			/* Drained: give the memory back, idle connections hold none. */
-			buf_release(&c->w->pool, &c->c2b);
 		}
 		if (c->c2b_eof) {
 			if (!c->c2b_shut) {
