@@ -27,7 +27,7 @@
 #include "funneld.h"
 #include "ingress.h"
 #include "log.h"
-#include "proxy.h"
+#include "proxy_protocol.h"
 
 #define TLS_RECORD_MAX 16384            /* plaintext bytes per record */
 #define TLS_RECORD_WIRE_MAX (TLS_RECORD_MAX + 256)      /* ... and what one costs on the wire */

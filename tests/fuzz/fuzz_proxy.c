@@ -1,5 +1,5 @@
 /*
- * Fuzz target for funneld/proxy.c.  The input picks the address kinds,
+ * Fuzz target for funneld/proxy_protocol.c.  The input picks the address kinds,
  * addresses, ports, strings and a buffer size; the target builds v1 and v2
  * headers and checks them against the specification's invariants and
  * against what went in.  Any violation aborts.
@@ -17,7 +17,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
-#include "proxy.h"
+#include "proxy_protocol.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

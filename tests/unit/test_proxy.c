@@ -1,4 +1,4 @@
-/* Unit tests for funneld/proxy.c: PROXY protocol v1/v2 headers. */
+/* Unit tests for funneld/proxy_protocol.c: PROXY protocol v1/v2 headers. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <setjmp.h>
@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "proxy.h"
+#include "proxy_protocol.h"
 
 /* A socket address from "1.2.3.4" or "2001:db8::1" and a port. */
 static struct sockaddr_storage

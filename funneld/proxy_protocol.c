@@ -9,7 +9,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "proxy.h"
+#include "proxy_protocol.h"
 
 /* proxy-protocol.txt section 2.2 */
 static const uint8_t pp2_signature[12] = {

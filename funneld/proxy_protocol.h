@@ -1,6 +1,6 @@
 /* PROXY protocol v1/v2 header to the backend (HAProxy's specification).  Pure. */
-#ifndef FUNNELD_PROXY_H
-#define FUNNELD_PROXY_H
+#ifndef FUNNELD_PROXY_PROTOCOL_H
+#define FUNNELD_PROXY_PROTOCOL_H
 
 #include <stddef.h>
 #include <stdint.h>
