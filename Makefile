@@ -45,7 +45,7 @@ FUZZ_BINS   := $(FUZZ_SRCS:tests/fuzz/%.c=build-fuzz/%)
 
 .PHONY: all deps check unit integration fuzz fuzz-replay demo demo-keep bench install clean lint soak valgrind
 
-all: $(BUILD)/funneld $(TOOL_BINS)
+all: $(BUILD)/funneld $(BUILD)/funneld-faults $(TOOL_BINS)
 
 $(BUILD)/obj/%.o: %.c $(wildcard funneld/*.h)
 	@mkdir -p $(dir $@)
@@ -55,6 +55,16 @@ $(LIB): $(LIB_OBJS)
 	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/funneld: $(BUILD)/obj/funneld/main.o $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The same daemon with the test-only fault points of funneld/fault.h armed
+# (FUNNELD_FAULT=name,...): only the files that include fault.h differ.
+FAULT_SRCS := $(shell grep -l '"fault.h"' $(DAEMON_SRCS))
+FAULT_OBJS := $(FAULT_SRCS:%.c=$(BUILD)/obj-faults/%.o)
+$(BUILD)/obj-faults/%.o: %.c $(wildcard funneld/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -DFUNNELD_FAULTS $(ALL_CFLAGS) -c -o $@ $<
+$(BUILD)/funneld-faults: $(BUILD)/obj/funneld/main.o $(FAULT_OBJS) $(filter-out $(FAULT_SRCS:%.c=$(BUILD)/obj/%.o),$(LIB_OBJS))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/unit/%: tests/unit/%.c $(LIB)
@@ -71,8 +81,8 @@ $(BUILD)/tests/fuzz/%-replay: tests/fuzz/%.c tests/fuzz/replay_main.c $(LIB)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< tests/fuzz/replay_main.c $(LIB) $(LDLIBS)
 
 # libFuzzer builds (clang), for `make fuzz`: the library once, instrumented for
-# coverage, ASan and UBSan, as an archive (so a target links only what it uses:
-# conn.c needs `server`, which only fuzz_conn defines), then one binary per target.
+# coverage, ASan and UBSan, as an archive (a target links only what it uses),
+# then one binary per target.
 FUZZ_CFLAGS   := -std=c11 -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
                  -fno-sanitize-recover=all $(shell pkg-config --cflags $(PKGS))
 FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=build-fuzz/obj/%.o)

@@ -115,3 +115,10 @@ bufpool_clear(struct bufpool *pool)
 		atomic_fetch_sub_explicit(&spare_bytes, BUF_SIZE, memory_order_relaxed);
 	}
 }
+
+void
+relay_io_release(struct relay_io *io)
+{
+	buf_release(io->pool, &io->rx);
+	buf_release(io->pool, &io->tx);
+}

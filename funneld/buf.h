@@ -51,6 +51,24 @@ void buf_release(struct bufpool *pool, struct buf *b);
 /* Append n bytes, growing b up to max bytes in all.  0, or -1 when they do not fit. */
 int buf_append(struct bufpool *pool, struct buf *b, const void *data, size_t n, size_t max);
 
+/*
+ * The relay's socket and the bytes waiting on it, before TLS (the request
+ * head, a refusal, the 101) and during it (records both ways).  mbedTLS
+ * takes ciphertext from rx, which is read ahead of it, and puts what it
+ * sends into tx, which the connection flushes, so that a handshake flight
+ * (with the 101 before it) or several records leave in one send().
+ */
+struct relay_io {
+	int fd;
+	struct bufpool *pool;
+	bool readable;                  /* the socket may hold bytes: cleared by a short read */
+	struct buf rx;                  /* read from the socket, not yet consumed */
+	struct buf tx;                  /* to send */
+};
+
+/* Give back what rx and tx hold. */
+void relay_io_release(struct relay_io *io);
+
 /* Free the spare buffers (the pool went quiet, or its worker ends). */
 void bufpool_clear(struct bufpool *pool);
 

@@ -1,53 +1,29 @@
 /*
- * Configuration file (DESIGN.md §2): inih tokenises key = value lines, we
- * track lines and sections ourselves and validate every value.
- *
- * Why our own reader in front of inih: Debian's inih is built without
- * INI_HANDLER_LINENO, with a fixed 200-byte line buffer that silently splits
- * longer lines, and it truncates section names to 49 bytes (a backend target
- * can be 253).  The reader feeds inih one line at a time, so it knows the
- * line number of every handler call, refuses long lines, and classifies each
- * line the way inih will (blank/comment, continuation, [section], key) so
- * that sections are opened here with their full name, even when empty.
+ * Configuration file (DESIGN.md §2): config_reader.c hands us sections and
+ * key = value pairs with their line numbers; here every key is validated,
+ * defaults are applied in one place, and what needs the whole file is
+ * checked at the end.
  */
-#include <sys/types.h>
-#include <sys/socket.h>
 #include <sys/un.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include <ini.h>
-#include <mbedtls/ecp.h>
-#include <mbedtls/ssl.h>
-#include <mbedtls/ssl_ciphersuites.h>
-
 #include "config.h"
-
-/* The reader below mirrors inih's line rules, continuation lines included. */
-#if defined(INI_ALLOW_MULTILINE) && !INI_ALLOW_MULTILINE
-#error "funneld needs inih built with INI_ALLOW_MULTILINE"
-#endif
-
-/* mbedTLS 3.x hides struct fields behind this macro; 2.28 has none. */
-#ifndef MBEDTLS_PRIVATE
-#define MBEDTLS_PRIVATE(member) member
-#endif
+#include "config_reader.h"
+#include "config_values.h"
+#include "tls_suites.h"
 
 #define nitems(a) (sizeof(a) / sizeof((a)[0]))
 
 #define CONFIG_FILE_MAX (1024 * 1024)
 #define DURATION_MAX (7 * 86400)        /* keeps seconds * 1000 within 32 bits */
-#define CREDS_VAR "${CREDENTIALS_DIRECTORY}"
 #define QUOTE_MAX 96                    /* user text quoted in a message */
 
 enum section { SEC_NONE, SEC_FUNNELD, SEC_TLS, SEC_BACKEND };
@@ -67,19 +43,12 @@ struct keydef {
 };
 
 struct parser {
+	struct ini_reader rd;   /* first: the reader's callbacks get &rd */
 	struct config *cfg;
-	const char *name;       /* file name in messages */
-	const char *cur, *end;  /* input not yet handed to inih */
-	int line;               /* line last handed to inih */
-	int cont_line;          /* that line continues the previous key */
-	bool have_key;          /* inih's prev_name is set */
 	enum section sec;
 	size_t be;              /* current backend (SEC_BACKEND) */
-	char sectext[TARGET_HOST_MAX + 32];
+	char sectext[ADDR_HOST_MAX + 32];
 	int seen[32];           /* line of each key's first use, by keys[] index */
-	char *err;
-	size_t errlen;
-	bool failed;
 };
 
 static int k_listen(struct parser *, const struct keydef *, const char *);
@@ -131,123 +100,41 @@ static const struct keydef keys[] = {
 
 _Static_assert(nitems(keys) <= 32, "parser.seen too small");
 
-/* Server preference order (DESIGN.md §2: "safe default"). */
-static const char *const default_ciphers[] = {
-	"TLS-ECDHE-ECDSA-WITH-CHACHA20-POLY1305-SHA256",
-	"TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256",
-	"TLS-ECDHE-ECDSA-WITH-AES-256-GCM-SHA384",
-	"TLS-ECDHE-RSA-WITH-CHACHA20-POLY1305-SHA256",
-	"TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256",
-	"TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384",
-};
-static const char *const default_curves[] = { "x25519", "secp256r1" };
-static const char *const default_allow[] = { "100.64.0.0/10", "fd7a:115c:a1e0::/48" };
-static const char *const default_alpn[] = { "h2", "http/1.1" };
-
 /*
- * OpenSSL spellings of mbedTLS suites.  The non-AEAD ones are here so that
- * a familiar name gets "not allowed" rather than "unknown".
+ * Defaults: every value a file may leave out, set here and nowhere else
+ * (apply_defaults() runs after the last line, for what was not given).
  */
 static const struct {
-	const char *openssl, *mbedtls;
-} cipher_aliases[] = {
-	{ "ECDHE-ECDSA-CHACHA20-POLY1305", "TLS-ECDHE-ECDSA-WITH-CHACHA20-POLY1305-SHA256" },
-	{ "ECDHE-RSA-CHACHA20-POLY1305", "TLS-ECDHE-RSA-WITH-CHACHA20-POLY1305-SHA256" },
-	{ "ECDHE-ECDSA-AES128-GCM-SHA256", "TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256" },
-	{ "ECDHE-ECDSA-AES256-GCM-SHA384", "TLS-ECDHE-ECDSA-WITH-AES-256-GCM-SHA384" },
-	{ "ECDHE-RSA-AES128-GCM-SHA256", "TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256" },
-	{ "ECDHE-RSA-AES256-GCM-SHA384", "TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384" },
-	{ "ECDHE-ECDSA-ARIA128-GCM-SHA256", "TLS-ECDHE-ECDSA-WITH-ARIA-128-GCM-SHA256" },
-	{ "ECDHE-ECDSA-ARIA256-GCM-SHA384", "TLS-ECDHE-ECDSA-WITH-ARIA-256-GCM-SHA384" },
-	{ "ECDHE-ARIA128-GCM-SHA256", "TLS-ECDHE-RSA-WITH-ARIA-128-GCM-SHA256" },
-	{ "ECDHE-ARIA256-GCM-SHA384", "TLS-ECDHE-RSA-WITH-ARIA-256-GCM-SHA384" },
-	{ "ECDHE-ECDSA-AES128-SHA", "TLS-ECDHE-ECDSA-WITH-AES-128-CBC-SHA" },
-	{ "ECDHE-ECDSA-AES256-SHA", "TLS-ECDHE-ECDSA-WITH-AES-256-CBC-SHA" },
-	{ "ECDHE-ECDSA-AES128-SHA256", "TLS-ECDHE-ECDSA-WITH-AES-128-CBC-SHA256" },
-	{ "ECDHE-ECDSA-AES256-SHA384", "TLS-ECDHE-ECDSA-WITH-AES-256-CBC-SHA384" },
-	{ "ECDHE-RSA-AES128-SHA", "TLS-ECDHE-RSA-WITH-AES-128-CBC-SHA" },
-	{ "ECDHE-RSA-AES256-SHA", "TLS-ECDHE-RSA-WITH-AES-256-CBC-SHA" },
-	{ "ECDHE-RSA-AES128-SHA256", "TLS-ECDHE-RSA-WITH-AES-128-CBC-SHA256" },
-	{ "ECDHE-RSA-AES256-SHA384", "TLS-ECDHE-RSA-WITH-AES-256-CBC-SHA384" },
-	{ "ECDHE-ECDSA-AES128-CCM", "TLS-ECDHE-ECDSA-WITH-AES-128-CCM" },
-	{ "ECDHE-ECDSA-AES256-CCM", "TLS-ECDHE-ECDSA-WITH-AES-256-CCM" },
-	{ "DHE-RSA-AES128-GCM-SHA256", "TLS-DHE-RSA-WITH-AES-128-GCM-SHA256" },
-	{ "DHE-RSA-AES256-GCM-SHA384", "TLS-DHE-RSA-WITH-AES-256-GCM-SHA384" },
-	{ "DHE-RSA-CHACHA20-POLY1305", "TLS-DHE-RSA-WITH-CHACHA20-POLY1305-SHA256" },
-	{ "AES128-GCM-SHA256", "TLS-RSA-WITH-AES-128-GCM-SHA256" },
-	{ "AES256-GCM-SHA384", "TLS-RSA-WITH-AES-256-GCM-SHA384" },
-	{ "AES128-SHA", "TLS-RSA-WITH-AES-128-CBC-SHA" },
-	{ "AES256-SHA", "TLS-RSA-WITH-AES-256-CBC-SHA" },
+	unsigned max_connections, header_timeout, handshake_timeout, idle_timeout, shutdown_timeout;
+	unsigned workers, ticket_rotation;
+	enum log_level log_level;
+	bool session_tickets;
+	const char *allow[2], *alpn[2];
+} defaults = {
+	.max_connections = 10000,
+	.header_timeout = 10,
+	.handshake_timeout = 10,
+	.idle_timeout = 600,
+	.shutdown_timeout = 30,
+	.workers = 1,
+	.ticket_rotation = 12 * 3600,
+	.log_level = LOG_LVL_INFO,
+	.session_tickets = true,
+	.allow = { "100.64.0.0/10", "fd7a:115c:a1e0::/48" },
+	.alpn = { "h2", "http/1.1" },
 };
-
-static const struct {
-	const char *alias, *name;
-} curve_aliases[] = {
-	{ "p-256", "secp256r1" },
-	{ "prime256v1", "secp256r1" },
-	{ "p-384", "secp384r1" },
-	{ "p-521", "secp521r1" },
-};
-static const char *const curves_allowed[] = { "x25519", "secp256r1", "secp384r1", "secp521r1" };
 
 /*
  * Helpers
  */
 
-/* Copy user text for a message: printable ASCII, the rest escaped, bounded. */
-static const char *
-quote(char *buf, size_t cap, const char *s)
-{
-	size_t o = 0;
-
-	for (; *s != '\0'; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (o + 8 >= cap) {
-			memcpy(buf + o, "...", 4);
-			return buf;
-		}
-		if (c == '"' || c == '\\')
-			o += (size_t)snprintf(buf + o, cap - o, "\\%c", c);
-		else if (c < 0x20 || c >= 0x7f)
-			o += (size_t)snprintf(buf + o, cap - o, "\\x%02x", c);
-		else
-			buf[o++] = (char)c;
-	}
-	buf[o] = '\0';
-	return buf;
-}
-
-#define Q(s) quote((char[QUOTE_MAX]){ 0 }, QUOTE_MAX, (s))
-
-/* Record the first error; line 0 means "no line applies". Returns -1. */
-static int __attribute__((format(printf, 3, 4)))
-fail(struct parser *p, int line, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	if (p->failed)
-		return -1;
-	p->failed = true;
-	if (p->err == NULL || p->errlen == 0)
-		return -1;
-	if (line > 0)
-		n = snprintf(p->err, p->errlen, "%s:%d: ", p->name, line);
-	else
-		n = snprintf(p->err, p->errlen, "%s: ", p->name);
-	if (n < 0 || (size_t)n >= p->errlen)
-		return -1;
-	va_start(ap, fmt);
-	vsnprintf(p->err + n, p->errlen - (size_t)n, fmt, ap);
-	va_end(ap);
-	return -1;
-}
+#define Q(s) ini_quote((char[QUOTE_MAX]){ 0 }, QUOTE_MAX, (s))
+#define fail(p, line, ...) ini_reader_fail(&(p)->rd, (line), __VA_ARGS__)
 
 static int
 oom(struct parser *p)
 {
-	return fail(p, p->line, "out of memory");
+	return fail(p, p->rd.line, "out of memory");
 }
 
 /*
@@ -284,362 +171,12 @@ trim(char *s)
 	return s;
 }
 
-static bool
-all_digits(const char *s)
-{
-	if (*s == '\0')
-		return false;
-	for (; *s != '\0'; s++)
-		if (*s < '0' || *s > '9')
-			return false;
-	return true;
-}
-
-static int
-parse_port(const char *s, uint16_t *port)
-{
-	unsigned v;
-
-	if (strlen(s) > 5 || parse_uint(s, 1, 65535, &v) == -1)
-		return -1;
-	*port = (uint16_t)v;
-	return 0;
-}
-
 static struct tls_conf *
 cur_tls(struct parser *p)
 {
 	if (p->sec == SEC_BACKEND)
 		return &p->cfg->backends[p->be].tls;
 	return &p->cfg->tls;
-}
-
-/*
- * Exposed value parsers
- */
-
-int
-parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
-{
-	unsigned long long v = 0;
-
-	if (s == NULL || !all_digits(s))
-		return -1;
-	for (; *s != '\0'; s++) {
-		v = v * 10 + (unsigned)(*s - '0');
-		if (v > UINT_MAX)
-			return -1;
-	}
-	if (v < min || v > max)
-		return -1;
-	*out = (unsigned)v;
-	return 0;
-}
-
-int
-parse_duration(const char *s, unsigned *seconds)
-{
-	unsigned long long v = 0, mul = 1;
-	const char *p;
-
-	if (s == NULL || *s < '0' || *s > '9')
-		return -1;
-	for (p = s; *p >= '0' && *p <= '9'; p++) {
-		v = v * 10 + (unsigned)(*p - '0');
-		if (v > UINT_MAX)
-			return -1;
-	}
-	switch (*p) {
-	case '\0':
-	case 's':
-		break;
-	case 'm':
-		mul = 60;
-		break;
-	case 'h':
-		mul = 3600;
-		break;
-	case 'd':
-		mul = 86400;
-		break;
-	default:
-		return -1;
-	}
-	if (*p != '\0' && p[1] != '\0')
-		return -1;
-	if (v * mul > UINT_MAX)
-		return -1;
-	*seconds = (unsigned)(v * mul);
-	return 0;
-}
-
-static bool
-prefix_match(const uint8_t *a, const uint8_t *net, unsigned prefix)
-{
-	unsigned bytes = prefix / 8, bits = prefix % 8;
-	uint8_t mask;
-
-	if (memcmp(a, net, bytes) != 0)
-		return false;
-	if (bits == 0)
-		return true;
-	mask = (uint8_t)(0xff << (8 - bits));
-	return (a[bytes] & mask) == (net[bytes] & mask);
-}
-
-static bool
-v4mapped(const uint8_t *a)
-{
-	static const uint8_t pfx[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
-
-	return memcmp(a, pfx, sizeof(pfx)) == 0;
-}
-
-/* why, when not NULL, gets a detail for the message. */
-static int
-cidr_parse(const char *s, struct cidr *out, const char **why)
-{
-	char buf[INET6_ADDRSTRLEN];
-	const char *slash;
-	size_t alen;
-	unsigned max, i;
-	struct cidr c;
-
-	memset(&c, 0, sizeof(c));
-	if (why != NULL)
-		*why = NULL;
-	if (s == NULL)
-		return -1;
-	slash = strchr(s, '/');
-	alen = slash != NULL ? (size_t)(slash - s) : strlen(s);
-	if (alen == 0 || alen >= sizeof(buf))
-		return -1;
-	memcpy(buf, s, alen);
-	buf[alen] = '\0';
-	if (strchr(buf, ':') != NULL) {
-		if (inet_pton(AF_INET6, buf, c.addr) != 1)
-			return -1;
-		c.family = AF_INET6;
-		max = 128;
-	} else {
-		if (inet_pton(AF_INET, buf, c.addr) != 1)
-			return -1;
-		c.family = AF_INET;
-		max = 32;
-	}
-	c.prefix = max;
-	if (slash != NULL &&
-	    (strlen(slash + 1) > 3 || parse_uint(slash + 1, 0, max, &c.prefix) == -1))
-		return -1;
-	for (i = c.prefix; i < max; i++) {
-		if (c.addr[i / 8] & (0x80 >> (i % 8))) {
-			if (why != NULL)
-				*why = "host bits set";
-			return -1;
-		}
-	}
-	/* Peers in ::ffff:0:0/96 are compared as IPv4: store such nets so. */
-	if (c.family == AF_INET6 && c.prefix >= 96 && v4mapped(c.addr)) {
-		memmove(c.addr, c.addr + 12, 4);
-		memset(c.addr + 4, 0, 12);
-		c.family = AF_INET;
-		c.prefix -= 96;
-	}
-	*out = c;
-	return 0;
-}
-
-int
-parse_cidr(const char *s, struct cidr *out)
-{
-	return cidr_parse(s, out, NULL);
-}
-
-bool
-cidr_list_match(const struct cidr *list, size_t n, const struct sockaddr *sa)
-{
-	uint8_t a[16];
-	int family;
-	size_t i;
-
-	if (sa == NULL)
-		return false;
-	if (sa->sa_family == AF_INET) {
-		struct sockaddr_in sin;
-
-		memcpy(&sin, sa, sizeof(sin));
-		memcpy(a, &sin.sin_addr, 4);
-		family = AF_INET;
-	} else if (sa->sa_family == AF_INET6) {
-		struct sockaddr_in6 sin6;
-
-		memcpy(&sin6, sa, sizeof(sin6));
-		if (v4mapped(sin6.sin6_addr.s6_addr)) {
-			memcpy(a, sin6.sin6_addr.s6_addr + 12, 4);
-			family = AF_INET;
-		} else {
-			memcpy(a, sin6.sin6_addr.s6_addr, 16);
-			family = AF_INET6;
-		}
-	} else
-		return false;
-	for (i = 0; i < n; i++)
-		if (list[i].family == family && prefix_match(a, list[i].addr, list[i].prefix))
-			return true;
-	return false;
-}
-
-int
-parse_listen(const char *s, struct listen_addr *out)
-{
-	char host[INET6_ADDRSTRLEN];
-	const char *colon, *h;
-	size_t len, hlen;
-	uint16_t port;
-
-	memset(out, 0, sizeof(*out));
-	if (s == NULL || (len = strlen(s)) == 0 || len >= sizeof(out->text))
-		return -1;
-	if (strncmp(s, "unix:", 5) == 0) {
-		struct sockaddr_un sun;
-		const char *path = s + 5;
-		size_t plen = strlen(path);
-
-		memset(&sun, 0, sizeof(sun));
-		if (path[0] != '/' || plen >= sizeof(sun.sun_path))
-			return -1;
-		for (h = path; *h != '\0'; h++)
-			if ((unsigned char)*h < 0x20 || *h == 0x7f)
-				return -1;
-		sun.sun_family = AF_UNIX;
-		memcpy(sun.sun_path, path, plen);
-		memcpy(&out->ss, &sun, sizeof(sun));
-		out->sslen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen + 1);
-		out->kind = LISTEN_UNIX;
-		memcpy(out->text, s, len + 1);
-		return 0;
-	}
-
-	if (s[0] == '[') {
-		const char *rb = strchr(s, ']');
-
-		if (rb == NULL || rb[1] != ':')
-			return -1;
-		h = s + 1;
-		hlen = (size_t)(rb - h);
-		colon = rb + 1;
-	} else {
-		if ((colon = strchr(s, ':')) == NULL || strchr(colon + 1, ':') != NULL)
-			return -1;
-		h = s;
-		hlen = (size_t)(colon - s);
-	}
-	if (hlen == 0 || hlen >= sizeof(host) || parse_port(colon + 1, &port) == -1)
-		return -1;
-	memcpy(host, h, hlen);
-	host[hlen] = '\0';
-
-	if (s[0] == '[' || strcmp(host, "*") == 0) {
-		struct sockaddr_in6 sin6;
-
-		memset(&sin6, 0, sizeof(sin6));
-		sin6.sin6_family = AF_INET6;
-		sin6.sin6_port = htons(port);
-		if (s[0] == '[') {
-			if (inet_pton(AF_INET6, host, &sin6.sin6_addr) != 1)
-				return -1;
-		} else
-			sin6.sin6_addr = in6addr_any;
-		memcpy(&out->ss, &sin6, sizeof(sin6));
-		out->sslen = sizeof(sin6);
-	} else {
-		struct sockaddr_in sin;
-
-		memset(&sin, 0, sizeof(sin));
-		sin.sin_family = AF_INET;
-		sin.sin_port = htons(port);
-		if (strcasecmp(host, "localhost") == 0)
-			sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		else if (inet_pton(AF_INET, host, &sin.sin_addr) != 1)
-			return -1;
-		memcpy(&out->ss, &sin, sizeof(sin));
-		out->sslen = sizeof(sin);
-	}
-	out->kind = LISTEN_TCP;
-	memcpy(out->text, s, len + 1);
-	return 0;
-}
-
-/*
- * Routing
- */
-
-const struct backend_conf *
-config_route(const struct config *cfg, const char *host, uint16_t port)
-{
-	const struct backend_conf *wild = NULL, *b;
-	char canon[INET6_ADDRSTRLEN];
-	size_t hlen = 0, i;
-
-	if (cfg == NULL)
-		return NULL;
-	if (host != NULL) {
-		hlen = strlen(host);
-		if (hlen > 0 && host[hlen - 1] == '.')
-			hlen--;
-		/* IPv6 literals are stored canonical: compare them so. */
-		if (memchr(host, ':', hlen) != NULL && hlen < sizeof(canon)) {
-			struct in6_addr a;
-
-			memcpy(canon, host, hlen);
-			canon[hlen] = '\0';
-			if (inet_pton(AF_INET6, canon, &a) == 1 &&
-			    inet_ntop(AF_INET6, &a, canon, sizeof(canon)) != NULL) {
-				host = canon;
-				hlen = strlen(canon);
-			}
-		}
-	}
-	for (i = 0; i < cfg->nbackends; i++) {
-		b = &cfg->backends[i];
-		if (b->port != port)
-			continue;
-		if (b->host == NULL) {
-			if (wild == NULL)
-				wild = b;
-		} else if (hlen > 0 && strncasecmp(b->host, host, hlen) == 0 && b->host[hlen] == '\0')
-			return b;
-	}
-	return wild;
-}
-
-const char *
-config_backend_cert(const struct config *cfg, const struct backend_conf *b)
-{
-	return b->tls.cert != NULL ? b->tls.cert : cfg->tls.cert;
-}
-
-const char *
-config_backend_key(const struct config *cfg, const struct backend_conf *b)
-{
-	return b->tls.key != NULL ? b->tls.key : cfg->tls.key;
-}
-
-const struct strlist *
-config_backend_alpn(const struct config *cfg, const struct backend_conf *b)
-{
-	return b->tls.alpn_set ? &b->tls.alpn : &cfg->tls.alpn;
-}
-
-int
-config_check_listen(const struct config *cfg, char *err, size_t errlen)
-{
-	if (cfg->nlistens > 0)
-		return 0;
-	if (err != NULL && errlen > 0)
-		snprintf(err, errlen, "%s: no listen address in [funneld] and no socket from systemd",
-		    cfg->path);
-	return -1;
 }
 
 /*
@@ -653,12 +190,12 @@ k_listen(struct parser *p, const struct keydef *k, const char *v)
 	struct listen_addr la;
 	size_t i;
 
-	if (parse_listen(v, &la) == -1)
-		return fail(p, p->line, "bad listen address \"%s\"", Q(v));
-	la.line = p->line;
+	if (addr_parse_listen(v, &la) == -1)
+		return fail(p, p->rd.line, "bad listen address \"%s\"", Q(v));
+	la.line = p->rd.line;
 	for (i = 0; i < cfg->nlistens; i++)
 		if (cfg->listens[i].sslen == la.sslen && memcmp(&cfg->listens[i].ss, &la.ss, la.sslen) == 0)
-			return fail(p, p->line, "listen address \"%s\" given twice (first at line %d)",
+			return fail(p, p->rd.line, "listen address \"%s\" given twice (first at line %d)",
 			    Q(v), cfg->listens[i].line);
 	if (grow((void **)&cfg->listens, cfg->nlistens, sizeof(la)) == -1)
 		return oom(p);
@@ -681,10 +218,10 @@ k_allow(struct parser *p, const struct keydef *k, const char *v)
 	const char *why;
 	struct cidr c;
 
-	if (cidr_parse(v, &c, &why) == -1) {
+	if (addr_parse_cidr(v, &c, &why) == -1) {
 		if (why != NULL)
-			return fail(p, p->line, "bad CIDR \"%s\" in allow: %s", Q(v), why);
-		return fail(p, p->line, "bad CIDR \"%s\" in allow", Q(v));
+			return fail(p, p->rd.line, "bad CIDR \"%s\" in allow: %s", Q(v), why);
+		return fail(p, p->rd.line, "bad CIDR \"%s\" in allow", Q(v));
 	}
 	if (add_cidr(p->cfg, &c) == -1)
 		return oom(p);
@@ -697,9 +234,9 @@ k_uint(struct parser *p, const struct keydef *k, const char *v)
 	unsigned *dst = (unsigned *)(void *)((char *)p->cfg + k->off);
 
 	if (parse_uint(v, 0, UINT_MAX, dst) == -1)
-		return fail(p, p->line, "bad number \"%s\" for %s", Q(v), k->name);
+		return fail(p, p->rd.line, "bad number \"%s\" for %s", Q(v), k->name);
 	if (*dst < k->min || *dst > k->max)
-		return fail(p, p->line, "bad number \"%s\" for %s: must be between %u and %u",
+		return fail(p, p->rd.line, "bad number \"%s\" for %s: must be between %u and %u",
 		    Q(v), k->name, k->min, k->max);
 	return 0;
 }
@@ -710,9 +247,9 @@ k_duration(struct parser *p, const struct keydef *k, const char *v)
 	unsigned *dst = (unsigned *)(void *)((char *)p->cfg + k->off);
 
 	if (parse_duration(v, dst) == -1)
-		return fail(p, p->line, "bad duration \"%s\" for %s", Q(v), k->name);
+		return fail(p, p->rd.line, "bad duration \"%s\" for %s", Q(v), k->name);
 	if (*dst < k->min || *dst > k->max)
-		return fail(p, p->line, "bad duration \"%s\" for %s: must be between %us and %ud",
+		return fail(p, p->rd.line, "bad duration \"%s\" for %s: must be between %us and %ud",
 		    Q(v), k->name, k->min, k->max / 86400);
 	return 0;
 }
@@ -727,9 +264,9 @@ k_workers(struct parser *p, const struct keydef *k, const char *v)
 		return 0;
 	}
 	if (parse_uint(v, 0, UINT_MAX, &n) == -1)
-		return fail(p, p->line, "bad number \"%s\" for workers", Q(v));
+		return fail(p, p->rd.line, "bad number \"%s\" for workers", Q(v));
 	if (n < k->min || n > k->max)
-		return fail(p, p->line, "bad number \"%s\" for workers: must be between %u and %u, or auto",
+		return fail(p, p->rd.line, "bad number \"%s\" for workers: must be between %u and %u, or auto",
 		    Q(v), k->min, k->max);
 	p->cfg->workers = n;
 	return 0;
@@ -738,25 +275,16 @@ k_workers(struct parser *p, const struct keydef *k, const char *v)
 static int
 k_log_level(struct parser *p, const struct keydef *k, const char *v)
 {
-	static const struct {
-		const char *name;
-		enum log_level level;
-	} levels[] = {
-		{ "debug", LOG_LVL_DEBUG },
-		{ "info", LOG_LVL_INFO },
-		{ "notice", LOG_LVL_NOTICE },
-		{ "warning", LOG_LVL_WARNING },
-		{ "err", LOG_LVL_ERR },
+	static const struct word levels[] = {
+		{ "debug", LOG_LVL_DEBUG }, { "info", LOG_LVL_INFO }, { "notice", LOG_LVL_NOTICE },
+		{ "warning", LOG_LVL_WARNING }, { "err", LOG_LVL_ERR },
 	};
-	size_t i;
+	int level;
 
-	for (i = 0; i < nitems(levels); i++) {
-		if (strcasecmp(v, levels[i].name) == 0) {
-			p->cfg->log_level = levels[i].level;
-			return 0;
-		}
-	}
-	return fail(p, p->line, "bad log_level \"%s\" (debug, info, notice, warning or err)", Q(v));
+	if (parse_word(v, levels, nitems(levels), &level) != 0)
+		return fail(p, p->rd.line, "bad log_level \"%s\" (debug, info, notice, warning or err)", Q(v));
+	p->cfg->log_level = (enum log_level)level;
+	return 0;
 }
 
 static int
@@ -764,8 +292,8 @@ k_metrics(struct parser *p, const struct keydef *k, const char *v)
 {
 	struct listen_addr la;
 
-	if (parse_listen(v, &la) == -1)
-		return fail(p, p->line, "bad metrics address \"%s\" (unix:/path or host:port)", Q(v));
+	if (addr_parse_listen(v, &la) == -1)
+		return fail(p, p->rd.line, "bad metrics address \"%s\" (unix:/path or host:port)", Q(v));
 	if ((p->cfg->metrics = strdup(v)) == NULL)
 		return oom(p);
 	return 0;
@@ -774,65 +302,41 @@ k_metrics(struct parser *p, const struct keydef *k, const char *v)
 static int
 k_user(struct parser *p, const struct keydef *k, const char *v)
 {
-	const char *s;
-
-	/* The portable user name set (POSIX), as useradd and systemd take it. */
-	if (strlen(v) > 32 || v[0] == '-')
-		return fail(p, p->line, "bad user name \"%s\"", Q(v));
-	for (s = v; *s != '\0'; s++)
-		if (!isalnum((unsigned char)*s) && *s != '_' && *s != '-' && *s != '.')
-			return fail(p, p->line, "bad user name \"%s\"", Q(v));
+	if (!user_name_valid(v))
+		return fail(p, p->rd.line, "bad user name \"%s\"", Q(v));
 	if ((p->cfg->user = strdup(v)) == NULL)
 		return oom(p);
 	return 0;
 }
 
-/* Expand ${CREDENTIALS_DIRECTORY}; the result must be an absolute path. */
+/* A path key's value: ${CREDENTIALS_DIRECTORY} expanded, absolute. */
 static char *
-expand_path(struct parser *p, const struct keydef *k, const char *v)
+path_value(struct parser *p, const struct keydef *k, const char *v)
 {
-	const char *creds = NULL, *s, *var;
-	size_t n = 0, clen = 0, len;
-	char *out, *o;
+	char *path;
 
-	for (s = v; (var = strstr(s, "${")) != NULL; s = var + strlen(CREDS_VAR)) {
-		if (strncmp(var, CREDS_VAR, strlen(CREDS_VAR)) != 0) {
-			fail(p, p->line, "unknown variable in %s \"%s\" (only %s is expanded)",
-			    k->name, Q(v), CREDS_VAR);
-			return NULL;
-		}
-		n++;
-	}
-	if (n > 0) {
-		creds = getenv("CREDENTIALS_DIRECTORY");
-		if (creds == NULL || *creds == '\0') {
-			fail(p, p->line, "%s uses %s but CREDENTIALS_DIRECTORY is not set", k->name, CREDS_VAR);
-			return NULL;
-		}
-		clen = strlen(creds);
-	}
-	len = strlen(v) + n * clen;
-	if (len >= PATH_MAX) {
-		fail(p, p->line, "path too long for %s", k->name);
+	switch (expand_path(v, &path)) {
+	case EXPAND_OK:
+		break;
+	case EXPAND_UNKNOWN_VARIABLE:
+		fail(p, p->rd.line, "unknown variable in %s \"%s\" (only %s is expanded)", k->name, Q(v), CREDS_VAR);
 		return NULL;
-	}
-	if ((out = malloc(len + 1)) == NULL) {
+	case EXPAND_NO_CREDENTIALS:
+		fail(p, p->rd.line, "%s uses %s but CREDENTIALS_DIRECTORY is not set", k->name, CREDS_VAR);
+		return NULL;
+	case EXPAND_TOO_LONG:
+		fail(p, p->rd.line, "path too long for %s", k->name);
+		return NULL;
+	case EXPAND_NO_MEMORY:
 		oom(p);
 		return NULL;
 	}
-	for (o = out, s = v; n > 0 && (var = strstr(s, CREDS_VAR)) != NULL; s = var + strlen(CREDS_VAR)) {
-		memcpy(o, s, (size_t)(var - s));
-		o += var - s;
-		memcpy(o, creds, clen);
-		o += clen;
-	}
-	strcpy(o, s);
-	if (out[0] != '/') {
-		fail(p, p->line, "%s \"%s\" is not an absolute path", k->name, Q(out));
-		free(out);
+	if (path[0] != '/') {
+		fail(p, p->rd.line, "%s \"%s\" is not an absolute path", k->name, Q(path));
+		free(path);
 		return NULL;
 	}
-	return out;
+	return path;
 }
 
 static int
@@ -840,9 +344,9 @@ k_cert(struct parser *p, const struct keydef *k, const char *v)
 {
 	struct tls_conf *t = cur_tls(p);
 
-	if ((t->cert = expand_path(p, k, v)) == NULL)
+	if ((t->cert = path_value(p, k, v)) == NULL)
 		return -1;
-	t->cert_line = p->line;
+	t->cert_line = p->rd.line;
 	return 0;
 }
 
@@ -851,9 +355,9 @@ k_key(struct parser *p, const struct keydef *k, const char *v)
 {
 	struct tls_conf *t = cur_tls(p);
 
-	if ((t->key = expand_path(p, k, v)) == NULL)
+	if ((t->key = path_value(p, k, v)) == NULL)
 		return -1;
-	t->key_line = p->line;
+	t->key_line = p->rd.line;
 	return 0;
 }
 
@@ -882,13 +386,13 @@ k_alpn(struct parser *p, const struct keydef *k, const char *v)
 
 	/* RFC 7301 allows any bytes; we take visible ASCII, as registered ids are. */
 	if (strlen(v) > 255)
-		return fail(p, p->line, "bad ALPN protocol \"%s\": longer than 255 bytes", Q(v));
+		return fail(p, p->rd.line, "bad ALPN protocol \"%s\": longer than 255 bytes", Q(v));
 	for (s = v; *s != '\0'; s++)
 		if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f)
-			return fail(p, p->line, "bad ALPN protocol \"%s\"", Q(v));
+			return fail(p, p->rd.line, "bad ALPN protocol \"%s\"", Q(v));
 	for (i = 0; i < t->alpn.n; i++)
 		if (strcmp(t->alpn.v[i], v) == 0)
-			return fail(p, p->line, "ALPN protocol \"%s\" listed twice", Q(v));
+			return fail(p, p->rd.line, "ALPN protocol \"%s\" listed twice", Q(v));
 	if (strlist_add(&t->alpn, v) == -1)
 		return oom(p);
 	return 0;
@@ -897,133 +401,50 @@ k_alpn(struct parser *p, const struct keydef *k, const char *v)
 static int
 k_session_tickets(struct parser *p, const struct keydef *k, const char *v)
 {
-	static const char *const yes[] = { "yes", "true", "on", "1" };
-	static const char *const no[] = { "no", "false", "off", "0" };
-	size_t i;
-
-	for (i = 0; i < nitems(yes); i++) {
-		if (strcasecmp(v, yes[i]) == 0) {
-			p->cfg->session_tickets = true;
-			return 0;
-		}
-		if (strcasecmp(v, no[i]) == 0) {
-			p->cfg->session_tickets = false;
-			return 0;
-		}
-	}
-	return fail(p, p->line, "bad boolean \"%s\" for %s (yes or no)", Q(v), k->name);
-}
-
-/* An mbedTLS or OpenSSL suite name to its id; 0 when unknown or unsupported. */
-static int
-cipher_id(const char *name)
-{
-	char up[64];
-	size_t i, len = strlen(name);
-	int id;
-
-	if (len >= sizeof(up))
-		return 0;
-	for (i = 0; i <= len; i++)
-		up[i] = (char)toupper((unsigned char)name[i]);
-	if ((id = mbedtls_ssl_get_ciphersuite_id(up)) != 0)
-		return id;
-	for (i = 0; i < nitems(cipher_aliases); i++)
-		if (strcmp(up, cipher_aliases[i].openssl) == 0)
-			return mbedtls_ssl_get_ciphersuite_id(cipher_aliases[i].mbedtls);
+	if (parse_bool(v, &p->cfg->session_tickets) != 0)
+		return fail(p, p->rd.line, "bad boolean \"%s\" for %s (yes or no)", Q(v), k->name);
 	return 0;
 }
 
-static bool
-cipher_acceptable(int id)
+static int
+add_id(struct parser *p, int **v, size_t *n, size_t max, int id, const char *key, const char *text)
 {
-	const mbedtls_ssl_ciphersuite_t *cs = mbedtls_ssl_ciphersuite_from_id(id);
-
-	if (cs == NULL)
-		return false;
-	switch (cs->MBEDTLS_PRIVATE(key_exchange)) {
-	case MBEDTLS_KEY_EXCHANGE_ECDHE_ECDSA:
-	case MBEDTLS_KEY_EXCHANGE_ECDHE_RSA:
-		break;
-	default:
-		return false;
-	}
-	/* Cipher types, not modes: the enum is the same in mbedTLS 2 and 3. */
-	switch ((mbedtls_cipher_type_t)cs->MBEDTLS_PRIVATE(cipher)) {
-	case MBEDTLS_CIPHER_AES_128_GCM:
-	case MBEDTLS_CIPHER_AES_192_GCM:
-	case MBEDTLS_CIPHER_AES_256_GCM:
-	case MBEDTLS_CIPHER_CAMELLIA_128_GCM:
-	case MBEDTLS_CIPHER_CAMELLIA_192_GCM:
-	case MBEDTLS_CIPHER_CAMELLIA_256_GCM:
-	case MBEDTLS_CIPHER_ARIA_128_GCM:
-	case MBEDTLS_CIPHER_ARIA_192_GCM:
-	case MBEDTLS_CIPHER_ARIA_256_GCM:
-	case MBEDTLS_CIPHER_CHACHA20_POLY1305:
-		return true;
-	default:
-		return false;
-	}
+	for (size_t i = 0; i < *n; i++)
+		if ((*v)[i] == id)
+			return fail(p, p->rd.line, "%s \"%s\" listed twice", key, Q(text));
+	if (*n >= max)
+		return fail(p, p->rd.line, "too many items in %s (at most %zu)", key, max);
+	if (grow((void **)v, *n, sizeof(int)) == -1)
+		return oom(p);
+	(*v)[(*n)++] = id;
+	(*v)[*n] = 0;
+	return 0;
 }
 
 static int
 k_cipher(struct parser *p, const struct keydef *k, const char *v)
 {
-	struct config *cfg = p->cfg;
-	size_t i;
-	int id;
+	const char *why;
+	int id = tls_suite_lookup(v, &why);
 
-	if ((id = cipher_id(v)) == 0)
-		return fail(p, p->line, "unknown cipher suite \"%s\" (or not in this mbedTLS)", Q(v));
-	if (!cipher_acceptable(id))
-		return fail(p, p->line, "cipher suite \"%s\" not allowed: "
-		    "only ECDHE key exchange with an AEAD cipher (GCM or ChaCha20-Poly1305)", Q(v));
-	for (i = 0; i < cfg->nciphers; i++)
-		if (cfg->ciphers[i] == id)
-			return fail(p, p->line, "cipher suite \"%s\" listed twice", Q(v));
-	if (grow((void **)&cfg->ciphers, cfg->nciphers, sizeof(int)) == -1)
-		return oom(p);
-	cfg->ciphers[cfg->nciphers++] = id;
-	cfg->ciphers[cfg->nciphers] = 0;
-	return 0;
+	if (id == 0)
+		return fail(p, p->rd.line, "unknown cipher suite \"%s\" (or not in this mbedTLS)", Q(v));
+	if (id < 0)
+		return fail(p, p->rd.line, "cipher suite \"%s\" not allowed: %s", Q(v), why);
+	return add_id(p, &p->cfg->ciphers, &p->cfg->nciphers, TLS_SUITES_MAX, id, "cipher suite", v);
 }
 
 static int
 k_curve(struct parser *p, const struct keydef *k, const char *v)
 {
-	struct config *cfg = p->cfg;
-	const mbedtls_ecp_curve_info *ci;
-	const char *name = NULL;
-	char low[32];
-	size_t i, len = strlen(v);
+	const char *why;
+	int id = tls_curve_lookup(v, &why);
 
-	if (len < sizeof(low)) {
-		for (i = 0; i <= len; i++)
-			low[i] = (char)tolower((unsigned char)v[i]);
-		for (i = 0; i < nitems(curve_aliases); i++)
-			if (strcmp(low, curve_aliases[i].alias) == 0)
-				name = curve_aliases[i].name;
-		for (i = 0; name == NULL && i < nitems(curves_allowed); i++)
-			if (strcmp(low, curves_allowed[i]) == 0)
-				name = curves_allowed[i];
-		/* Known to mbedTLS ("brainpoolP256r1", any case) but not taken. */
-		for (ci = mbedtls_ecp_curve_list(); name == NULL && ci->grp_id != MBEDTLS_ECP_DP_NONE; ci++)
-			if (strcasecmp(v, ci->name) == 0)
-				return fail(p, p->line, "curve \"%s\" not allowed "
-				    "(x25519, secp256r1, secp384r1 or secp521r1)", Q(v));
-	}
-	if (name == NULL)
-		return fail(p, p->line, "unknown curve \"%s\"", Q(v));
-	if ((ci = mbedtls_ecp_curve_info_from_name(name)) == NULL)
-		return fail(p, p->line, "curve \"%s\" is not in this mbedTLS", Q(v));
-	for (i = 0; i < cfg->ncurves; i++)
-		if (cfg->curves[i] == (int)ci->grp_id)
-			return fail(p, p->line, "curve \"%s\" listed twice", Q(v));
-	if (grow((void **)&cfg->curves, cfg->ncurves, sizeof(int)) == -1)
-		return oom(p);
-	cfg->curves[cfg->ncurves++] = (int)ci->grp_id;
-	cfg->curves[cfg->ncurves] = MBEDTLS_ECP_DP_NONE;
-	return 0;
+	if (id == 0)
+		return fail(p, p->rd.line, "unknown curve \"%s\"", Q(v));
+	if (id < 0)
+		return fail(p, p->rd.line, "curve \"%s\" not allowed (%s)", Q(v), why);
+	return add_id(p, &p->cfg->curves, &p->cfg->ncurves, TLS_CURVES_MAX, id, "curve", v);
 }
 
 static int
@@ -1033,10 +454,10 @@ k_socket(struct parser *p, const struct keydef *k, const char *v)
 	struct sockaddr_un sun;
 	char *path;
 
-	if ((path = expand_path(p, k, v)) == NULL)
+	if ((path = path_value(p, k, v)) == NULL)
 		return -1;
 	if (strlen(path) >= sizeof(sun.sun_path)) {
-		fail(p, p->line, "socket path \"%s\" too long (at most %zu bytes)",
+		fail(p, p->rd.line, "socket path \"%s\" too long (at most %zu bytes)",
 		    Q(path), sizeof(sun.sun_path) - 1);
 		free(path);
 		return -1;
@@ -1048,16 +469,12 @@ k_socket(struct parser *p, const struct keydef *k, const char *v)
 static int
 k_proxy(struct parser *p, const struct keydef *k, const char *v)
 {
-	struct backend_conf *b = &p->cfg->backends[p->be];
+	static const struct word modes[] = { { "off", PROXY_OFF }, { "v1", PROXY_V1 }, { "v2", PROXY_V2 } };
+	int mode;
 
-	if (strcasecmp(v, "off") == 0)
-		b->proxy = PROXY_OFF;
-	else if (strcasecmp(v, "v1") == 0)
-		b->proxy = PROXY_V1;
-	else if (strcasecmp(v, "v2") == 0)
-		b->proxy = PROXY_V2;
-	else
-		return fail(p, p->line, "bad proxy_protocol \"%s\" (off, v1 or v2)", Q(v));
+	if (parse_word(v, modes, nitems(modes), &mode) != 0)
+		return fail(p, p->rd.line, "bad proxy_protocol \"%s\" (off, v1 or v2)", Q(v));
+	p->cfg->backends[p->be].proxy = (enum proxy_mode)mode;
 	return 0;
 }
 
@@ -1065,91 +482,36 @@ k_proxy(struct parser *p, const struct keydef *k, const char *v)
  * Sections
  */
 
-/* A DNS name as a Tailscale-Ingress-Target host: labels of 1..63 bytes. */
-static bool
-valid_hostname(const char *h)
-{
-	size_t label = 0, len = strlen(h);
-
-	if (len == 0 || len > 253)
-		return false;
-	for (; *h != '\0'; h++) {
-		if (*h == '.') {
-			if (label == 0)
-				return false;
-			label = 0;
-			continue;
-		}
-		if (!isalnum((unsigned char)*h) && *h != '-' && *h != '_')
-			return false;
-		if (++label > 63)
-			return false;
-	}
-	return label > 0;
-}
-
 static int
 backend_open(struct parser *p, const char *target)
 {
 	struct config *cfg = p->cfg;
 	struct backend_conf *b;
-	char host[TARGET_HOST_MAX + 1], name[TARGET_HOST_MAX + 16];
-	const char *colon, *h;
-	size_t hlen, i;
+	char host[ADDR_HOST_MAX + 1], name[ADDR_HOST_MAX + 16];
+	size_t len = strlen(target), i;
 	uint16_t port;
-	bool v6 = false, wild = false;
+	bool wild = len > 2 && target[0] == '*' && target[1] == ':';
 
-	if (target[0] == '[') {
-		const char *rb = strchr(target, ']');
-
-		if (rb == NULL || rb[1] != ':')
+	if (wild) {
+		if (addr_parse_port(target + 2, len - 2, &port) != 0)
 			goto bad;
-		h = target + 1;
-		hlen = (size_t)(rb - h);
-		colon = rb + 1;
-		v6 = true;
-	} else {
-		if ((colon = strrchr(target, ':')) == NULL)
-			goto bad;
-		h = target;
-		hlen = (size_t)(colon - target);
-	}
-	if (hlen == 0 || hlen >= sizeof(host) || parse_port(colon + 1, &port) == -1)
-		goto bad;
-	memcpy(host, h, hlen);
-	host[hlen] = '\0';
-
-	if (v6) {
-		struct in6_addr a;
-
-		if (inet_pton(AF_INET6, host, &a) != 1 ||
-		    inet_ntop(AF_INET6, &a, host, sizeof(host)) == NULL)
-			goto bad;
-		snprintf(name, sizeof(name), "[%s]:%u", host, port);
-	} else if (strcmp(host, "*") == 0) {
-		wild = true;
 		snprintf(name, sizeof(name), "*:%u", port);
 	} else {
-		if (hlen > 1 && host[hlen - 1] == '.')
-			host[--hlen] = '\0';
-		if (!valid_hostname(host))
+		if (addr_parse_target(target, len, host, &port) != 0)
 			goto bad;
-		for (i = 0; i < hlen; i++)
-			host[i] = (char)tolower((unsigned char)host[i]);
-		snprintf(name, sizeof(name), "%s:%u", host, port);
+		snprintf(name, sizeof(name), target[0] == '[' ? "[%s]:%u" : "%s:%u", host, port);
 	}
-
 	for (i = 0; i < cfg->nbackends; i++)
 		if (strcmp(cfg->backends[i].name, name) == 0)
-			return fail(p, p->line, "backend %s defined twice (first at line %d)",
-			    name, cfg->backends[i].line);
+			return fail(p, p->rd.line, "backend %s defined twice (first at line %d)", name,
+			    cfg->backends[i].line);
 
 	if (grow((void **)&cfg->backends, cfg->nbackends, sizeof(*b)) == -1)
 		return oom(p);
 	b = &cfg->backends[cfg->nbackends];
 	memset(b, 0, sizeof(*b));
 	b->port = port;
-	b->line = p->line;
+	b->line = p->rd.line;
 	b->proxy = PROXY_OFF;
 	if ((b->name = strdup(name)) == NULL || (!wild && (b->host = strdup(host)) == NULL)) {
 		free(b->name);
@@ -1160,20 +522,18 @@ backend_open(struct parser *p, const char *target)
 	snprintf(p->sectext, sizeof(p->sectext), "backend %s", name);
 	return 0;
 bad:
-	return fail(p, p->line, "bad backend target \"%s\" (want [backend HOST:PORT])", Q(target));
+	return fail(p, p->rd.line, "bad backend target \"%s\" (want [backend HOST:PORT])", Q(target));
 }
 
 static int
-section_open(struct parser *p, char *text)
+on_section(struct ini_reader *rd, char *text)
 {
-	size_t i;
+	struct parser *p = (struct parser *)rd;
 
 	/* Keys of a backend section are counted per section. */
-	for (i = 0; i < nitems(keys); i++)
+	for (size_t i = 0; i < nitems(keys); i++)
 		if (keys[i].sec == SEC_BACKEND)
 			p->seen[i] = 0;
-	p->have_key = false;
-	text = trim(text);
 	if (strcasecmp(text, "funneld") == 0) {
 		p->sec = SEC_FUNNELD;
 		strcpy(p->sectext, "funneld");
@@ -1187,121 +547,18 @@ section_open(struct parser *p, char *text)
 	if (strncasecmp(text, "backend", 7) == 0 && (text[7] == ' ' || text[7] == '\t'))
 		return backend_open(p, trim(text + 8));
 	if (strcasecmp(text, "backend") == 0)
-		return fail(p, p->line, "missing target in [backend] (want [backend HOST:PORT])");
-	return fail(p, p->line, "unknown section [%s]", Q(text));
+		return fail(p, p->rd.line, "missing target in [backend] (want [backend HOST:PORT])");
+	return fail(p, p->rd.line, "unknown section [%s]", Q(text));
 }
 
 /*
- * Lines
+ * Keys
  */
-
-/* inih's find_chars_or_comment(): ';' after whitespace starts a comment. */
-static char *
-find_chars_or_comment(char *s, const char *chars)
-{
-	bool was_space = false;
-
-	while (*s != '\0' && (chars == NULL || strchr(chars, *s) == NULL) &&
-	    !(was_space && *s == ';')) {
-		was_space = isspace((unsigned char)*s);
-		s++;
-	}
-	return s;
-}
-
-/*
- * Decide what inih will make of this line (ini.c, ini_parse_stream) and act
- * on what it will not tell us: section headers and syntax errors.
- */
-static int
-classify(struct parser *p, char *line)
-{
-	char *start = line, *end, *rest;
-
-	if (p->line == 1 && strncmp(start, "\xef\xbb\xbf", 3) == 0)
-		start += 3;
-	while (*start != '\0' && isspace((unsigned char)*start))
-		start++;
-	if (*start == '\0' || *start == ';' || *start == '#')
-		return 0;
-	if (p->have_key && start > line) {
-		p->cont_line = p->line;
-		return 0;
-	}
-	if (*start == '[') {
-		end = find_chars_or_comment(start + 1, "]");
-		if (*end != ']')
-			return fail(p, p->line, "missing \"]\" in section header");
-		/*
-		 * inih ends the name at the first ']', but "[backend [::1]:443]"
-		 * has two: take the last one before a comment (';' or '#' after
-		 * whitespace).  inih's idea of the name is not used.
-		 */
-		for (rest = start + 1; *rest != '\0'; rest++)
-			if ((*rest == ';' || *rest == '#') && isspace((unsigned char)rest[-1]))
-				break;
-		*rest = '\0';
-		if ((end = strrchr(start + 1, ']')) == NULL)
-			return fail(p, p->line, "missing \"]\" in section header");
-		for (rest = end + 1; *rest != '\0'; rest++)
-			if (!isspace((unsigned char)*rest))
-				return fail(p, p->line, "unexpected text after section header");
-		*end = '\0';
-		return section_open(p, start + 1);
-	}
-	end = find_chars_or_comment(start, "=:");
-	if (*end != '=' && *end != ':')
-		return fail(p, p->line, "expected \"key = value\" or \"[section]\"");
-	while (end > start && isspace((unsigned char)end[-1]))
-		end--;
-	if (end == start)
-		return fail(p, p->line, "missing key name before \"=\"");
-	p->have_key = true;
-	return 0;
-}
-
-/* ini_reader: one line per call, never one inih would split. */
-static char *
-reader(char *buf, int num, void *stream)
-{
-	struct parser *p = stream;
-	const char *nl;
-	char *copy;
-	size_t len;
-	int rc;
-
-	if (p->failed || p->cur >= p->end)
-		return NULL;
-	nl = memchr(p->cur, '\n', (size_t)(p->end - p->cur));
-	len = (size_t)((nl != NULL ? nl : p->end) - p->cur);
-	p->line++;
-	if (len > 0 && p->cur[len - 1] == '\r')
-		len--;
-	/* inih wants room for "\r\n\0" beyond the longest line. */
-	if (num < 4 || len > (size_t)num - 3) {
-		fail(p, p->line, "line too long (at most %d characters)", num < 4 ? 0 : num - 3);
-		return NULL;
-	}
-	memcpy(buf, p->cur, len);
-	buf[len] = '\n';
-	buf[len + 1] = '\0';
-	p->cur = nl != NULL ? nl + 1 : p->end;
-	/* classify() cuts its copy; inih must get the line intact. */
-	if ((copy = strndup(buf, len)) == NULL) {
-		oom(p);
-		return NULL;
-	}
-	rc = classify(p, copy);
-	free(copy);
-	return rc == -1 ? NULL : buf;
-}
 
 static const struct keydef *
 find_key(enum section sec, const char *name, size_t *idx)
 {
-	size_t i;
-
-	for (i = 0; i < nitems(keys); i++) {
+	for (size_t i = 0; i < nitems(keys); i++) {
 		if (keys[i].sec == sec && strcmp(keys[i].name, name) == 0) {
 			*idx = i;
 			return &keys[i];
@@ -1318,7 +575,7 @@ list_value(struct parser *p, const struct keydef *k, char *v)
 	if (*v == '\0') {
 		if (k->empty_ok)
 			return 0;
-		return fail(p, p->line, "empty value for %s", k->name);
+		return fail(p, p->rd.line, "empty value for %s", k->name);
 	}
 	for (item = v; item != NULL; item = next) {
 		if ((next = strchr(item, ',')) != NULL)
@@ -1328,7 +585,7 @@ list_value(struct parser *p, const struct keydef *k, char *v)
 			/* A trailing comma, before a continuation line, is fine. */
 			if (next == NULL && item != v)
 				break;
-			return fail(p, p->line, "empty item in %s", k->name);
+			return fail(p, p->rd.line, "empty item in %s", k->name);
 		}
 		if (k->fn(p, k, item) == -1)
 			return -1;
@@ -1337,71 +594,43 @@ list_value(struct parser *p, const struct keydef *k, char *v)
 }
 
 static int
-dispatch(struct parser *p, const char *name, const char *value)
+on_key(struct ini_reader *rd, const char *name, char *v, bool cont)
 {
+	struct parser *p = (struct parser *)rd;
 	const struct keydef *k;
-	bool cont = p->cont_line == p->line;
-	const char *s;
-	char *v, *c;
 	size_t idx;
-	int rc;
 
 	if (p->sec == SEC_NONE)
-		return fail(p, p->line, "key \"%s\" outside any section", Q(name));
+		return fail(p, p->rd.line, "key \"%s\" outside any section", Q(name));
 	if ((k = find_key(p->sec, name, &idx)) == NULL)
-		return fail(p, p->line, "unknown key \"%s\" in [%s]", Q(name), p->sectext);
-	for (s = value; *s != '\0'; s++)
+		return fail(p, p->rd.line, "unknown key \"%s\" in [%s]", Q(name), p->sectext);
+	for (const char *s = v; *s != '\0'; s++)
 		if (((unsigned char)*s < 0x20 && *s != '\t') || *s == 0x7f)
-			return fail(p, p->line, "control character in value of %s", k->name);
-	if ((v = strdup(value)) == NULL)
-		return oom(p);
+			return fail(p, p->rd.line, "control character in value of %s", k->name);
 	if (cont) {
-		/* inih hands continuation lines over with their comment. */
-		c = find_chars_or_comment(v, NULL);
-		*c = '\0';
-		c = trim(v);
-		memmove(v, c, strlen(c) + 1);
 		if (!k->list)
-			rc = fail(p, p->line, "%s takes one value (an indented line continues the key above)",
+			return fail(p, p->rd.line, "%s takes one value (an indented line continues the key above)",
 			    k->name);
-		else if (strchr(v, '=') != NULL)
-			rc = fail(p, p->line, "indented line continues %s; unindent it to start a new key",
-			    k->name);
-		else
-			rc = list_value(p, k, v);
-		free(v);
-		return rc;
+		if (strchr(v, '=') != NULL)
+			return fail(p, p->rd.line, "indented line continues %s; unindent it to start a new key", k->name);
+		return list_value(p, k, v);
 	}
-	if (p->seen[idx] != 0 && !k->list) {
-		free(v);
-		return fail(p, p->line, "%s given twice (first at line %d)", k->name, p->seen[idx]);
-	}
+	if (p->seen[idx] != 0 && !k->list)
+		return fail(p, p->rd.line, "%s given twice (first at line %d)", k->name, p->seen[idx]);
 	if (p->seen[idx] == 0)
-		p->seen[idx] = p->line;
+		p->seen[idx] = p->rd.line;
 	if (k->list) {
 		if (k->fn == k_alpn)
 			cur_tls(p)->alpn_set = true;
-		rc = list_value(p, k, v);
-	} else if (*v == '\0')
-		rc = fail(p, p->line, "empty value for %s", k->name);
-	else
-		rc = k->fn(p, k, v);
-	free(v);
-	return rc;
-}
-
-static int
-handler(void *user, const char *section, const char *name, const char *value)
-{
-	struct parser *p = user;
-
-	if (p->failed)
-		return 0;
-	return dispatch(p, name, value) == 0;
+		return list_value(p, k, v);
+	}
+	if (*v == '\0')
+		return fail(p, p->rd.line, "empty value for %s", k->name);
+	return k->fn(p, k, v);
 }
 
 /*
- * After the last line: defaults of the lists, and what needs the whole file.
+ * After the last line
  */
 
 static bool
@@ -1410,6 +639,58 @@ key_given(const struct parser *p, const char *name, enum section sec)
 	size_t idx;
 
 	return find_key(sec, name, &idx) != NULL && p->seen[idx] != 0;
+}
+
+static int
+apply_defaults(struct parser *p)
+{
+	struct config *cfg = p->cfg;
+	int ids[TLS_SUITES_MAX];
+	size_t n;
+	struct cidr c;
+
+	if (!key_given(p, "max_connections", SEC_FUNNELD))
+		cfg->max_connections = defaults.max_connections;
+	if (!key_given(p, "header_timeout", SEC_FUNNELD))
+		cfg->header_timeout = defaults.header_timeout;
+	if (!key_given(p, "handshake_timeout", SEC_FUNNELD))
+		cfg->handshake_timeout = defaults.handshake_timeout;
+	if (!key_given(p, "idle_timeout", SEC_FUNNELD))
+		cfg->idle_timeout = defaults.idle_timeout;
+	if (!key_given(p, "shutdown_timeout", SEC_FUNNELD))
+		cfg->shutdown_timeout = defaults.shutdown_timeout;
+	if (!key_given(p, "workers", SEC_FUNNELD))
+		cfg->workers = defaults.workers;
+	if (!key_given(p, "log_level", SEC_FUNNELD))
+		cfg->log_level = defaults.log_level;
+	if (!key_given(p, "session_tickets", SEC_TLS))
+		cfg->session_tickets = defaults.session_tickets;
+	if (!key_given(p, "ticket_rotation", SEC_TLS))
+		cfg->ticket_rotation = defaults.ticket_rotation;
+	if (!key_given(p, "allow", SEC_FUNNELD))
+		for (size_t i = 0; i < nitems(defaults.allow); i++)
+			if (addr_parse_cidr(defaults.allow[i], &c, NULL) == -1 || add_cidr(cfg, &c) == -1)
+				return oom(p);
+	if (!cfg->tls.alpn_set)
+		for (size_t i = 0; i < nitems(defaults.alpn); i++)
+			if (strlist_add(&cfg->tls.alpn, defaults.alpn[i]) == -1)
+				return oom(p);
+	/* A default suite or curve missing from this mbedTLS is left out. */
+	if (cfg->nciphers == 0) {
+		if ((n = tls_suites_default(ids, nitems(ids))) == 0)
+			return fail(p, 0, "none of the default cipher suites is in this mbedTLS");
+		for (size_t i = 0; i < n; i++)
+			if (add_id(p, &cfg->ciphers, &cfg->nciphers, TLS_SUITES_MAX, ids[i], "cipher suite", "") != 0)
+				return -1;
+	}
+	if (cfg->ncurves == 0) {
+		if ((n = tls_curves_default(ids, nitems(ids))) == 0)
+			return fail(p, 0, "none of the default curves is in this mbedTLS");
+		for (size_t i = 0; i < n; i++)
+			if (add_id(p, &cfg->curves, &cfg->ncurves, TLS_CURVES_MAX, ids[i], "curve", "") != 0)
+				return -1;
+	}
+	return 0;
 }
 
 static int
@@ -1422,67 +703,63 @@ check_pair(struct parser *p, const struct tls_conf *t, const char *where)
 	return 0;
 }
 
+/* What [tls] gives a backend that does not set it: a copy, so each frees its own. */
+static int
+inherit_tls(struct tls_conf *b, const struct tls_conf *t)
+{
+	if (b->cert == NULL) {
+		if ((b->cert = strdup(t->cert)) == NULL || (b->key = strdup(t->key)) == NULL)
+			return -1;
+		b->cert_line = t->cert_line;
+		b->key_line = t->key_line;
+	}
+	if (!b->alpn_set)
+		for (size_t i = 0; i < t->alpn.n; i++)
+			if (strlist_add(&b->alpn, t->alpn.v[i]) == -1)
+				return -1;
+	return 0;
+}
+
 static int
 finalize(struct parser *p)
 {
 	struct config *cfg = p->cfg;
-	struct backend_conf *b;
-	struct cidr c;
-	char where[TARGET_HOST_MAX + 32];
-	size_t i;
-	int id;
+	char where[ADDR_HOST_MAX + 32];
 
-	if (!key_given(p, "allow", SEC_FUNNELD))
-		for (i = 0; i < nitems(default_allow); i++)
-			if (parse_cidr(default_allow[i], &c) == -1 || add_cidr(cfg, &c) == -1)
-				return oom(p);
-	if (!cfg->tls.alpn_set)
-		for (i = 0; i < nitems(default_alpn); i++)
-			if (strlist_add(&cfg->tls.alpn, default_alpn[i]) == -1)
-				return oom(p);
-	/* A default suite or curve missing from this mbedTLS is left out. */
-	if (cfg->nciphers == 0) {
-		for (i = 0; i < nitems(default_ciphers); i++) {
-			if ((id = mbedtls_ssl_get_ciphersuite_id(default_ciphers[i])) == 0)
-				continue;
-			if (grow((void **)&cfg->ciphers, cfg->nciphers, sizeof(int)) == -1)
-				return oom(p);
-			cfg->ciphers[cfg->nciphers++] = id;
-			cfg->ciphers[cfg->nciphers] = 0;
-		}
-		if (cfg->nciphers == 0)
-			return fail(p, 0, "none of the default cipher suites is in this mbedTLS");
-	}
-	if (cfg->ncurves == 0) {
-		for (i = 0; i < nitems(default_curves); i++) {
-			const mbedtls_ecp_curve_info *ci = mbedtls_ecp_curve_info_from_name(default_curves[i]);
-
-			if (ci == NULL)
-				continue;
-			if (grow((void **)&cfg->curves, cfg->ncurves, sizeof(int)) == -1)
-				return oom(p);
-			cfg->curves[cfg->ncurves++] = (int)ci->grp_id;
-			cfg->curves[cfg->ncurves] = MBEDTLS_ECP_DP_NONE;
-		}
-		if (cfg->ncurves == 0)
-			return fail(p, 0, "none of the default curves is in this mbedTLS");
-	}
-
-	if (check_pair(p, &cfg->tls, "[tls]: ") == -1)
+	if (apply_defaults(p) != 0 || check_pair(p, &cfg->tls, "[tls]: ") == -1)
 		return -1;
 	if (cfg->nbackends == 0)
 		return fail(p, 0, "no [backend HOST:PORT] section");
-	for (i = 0; i < cfg->nbackends; i++) {
-		b = &cfg->backends[i];
+	for (size_t i = 0; i < cfg->nbackends; i++) {
+		struct backend_conf *b = &cfg->backends[i];
 		if (b->socket == NULL)
 			return fail(p, b->line, "backend %s: no socket", b->name);
 		snprintf(where, sizeof(where), "backend %s: ", b->name);
 		if (check_pair(p, &b->tls, where) == -1)
 			return -1;
-		if (config_backend_cert(cfg, b) == NULL)
+		if (b->tls.cert == NULL && cfg->tls.cert == NULL)
 			return fail(p, b->line, "backend %s: no cert and key (set them in [tls] or here)", b->name);
+		if (inherit_tls(&b->tls, &cfg->tls) != 0)
+			return oom(p);
 	}
 	return 0;
+}
+
+const char *
+config_restart_needed(const struct config *a, const struct config *b)
+{
+	if (a->nlistens != b->nlistens)
+		return "listen";
+	for (size_t i = 0; i < a->nlistens; i++)
+		if (strcmp(a->listens[i].text, b->listens[i].text) != 0)
+			return "listen";
+	if (a->workers != b->workers)
+		return "workers";
+	if ((a->user == NULL) != (b->user == NULL) || (a->user != NULL && strcmp(a->user, b->user) != 0))
+		return "user";
+	if ((a->metrics == NULL) != (b->metrics == NULL) || (a->metrics != NULL && strcmp(a->metrics, b->metrics) != 0))
+		return "metrics";
+	return NULL;
 }
 
 /*
@@ -1492,43 +769,21 @@ finalize(struct parser *p)
 int
 config_parse_string(const char *name, const char *text, struct config **out, char *err, size_t errlen)
 {
-	struct parser p;
+	struct parser p = {
+		.rd = { .name = name != NULL ? name : "(config)", .section = on_section, .key = on_key,
+			.err = err, .errlen = errlen },
+	};
 	struct config *cfg;
-	int r;
 
 	*out = NULL;
 	if (err != NULL && errlen > 0)
 		err[0] = '\0';
-	memset(&p, 0, sizeof(p));
-	p.name = name != NULL ? name : "(config)";
-	p.err = err;
-	p.errlen = errlen;
-	if ((cfg = calloc(1, sizeof(*cfg))) == NULL || (cfg->path = strdup(p.name)) == NULL) {
+	if ((cfg = calloc(1, sizeof(*cfg))) == NULL || (cfg->path = strdup(p.rd.name)) == NULL) {
 		free(cfg);
 		return fail(&p, 0, "out of memory");
 	}
 	p.cfg = cfg;
-	cfg->max_connections = 10000;
-	cfg->header_timeout = 10;
-	cfg->handshake_timeout = 10;
-	cfg->idle_timeout = 600;
-	cfg->shutdown_timeout = 30;
-	cfg->workers = 1;
-	cfg->log_level = LOG_LVL_INFO;
-	cfg->session_tickets = true;
-	cfg->ticket_rotation = 12 * 3600;
-
-	p.cur = text != NULL ? text : "";
-	p.end = p.cur + strlen(p.cur);
-	r = ini_parse_stream(reader, &p, handler, &p);
-	/* Our reader stops inih at the first error; this is a safety net. */
-	if (!p.failed && r == -2)
-		oom(&p);
-	else if (!p.failed && r != 0)
-		fail(&p, r, "syntax error");
-	if (!p.failed)
-		finalize(&p);
-	if (p.failed) {
+	if (ini_reader_parse(&p.rd, text) != 0 || finalize(&p) != 0) {
 		config_free(cfg);
 		return -1;
 	}
@@ -1539,41 +794,36 @@ config_parse_string(const char *name, const char *text, struct config **out, cha
 int
 config_load(const char *path, struct config **out, char *err, size_t errlen)
 {
-	struct parser p;
+	struct ini_reader rd = { .name = path != NULL ? path : CONFIG_DEFAULT_PATH, .err = err, .errlen = errlen };
 	char *buf = NULL, *nul;
-	size_t len = 0, n, i;
+	size_t len = 0, n;
 	FILE *f;
-	int line, rc;
+	int rc = 0;
 
 	*out = NULL;
-	memset(&p, 0, sizeof(p));
-	p.name = path != NULL ? path : CONFIG_DEFAULT_PATH;
-	p.err = err;
-	p.errlen = errlen;
-	if ((f = fopen(p.name, "re")) == NULL)
-		return fail(&p, 0, "cannot open: %s", strerror(errno));
+	if ((f = fopen(rd.name, "re")) == NULL)
+		return ini_reader_fail(&rd, 0, "cannot open: %s", strerror(errno));
 	if ((buf = malloc(CONFIG_FILE_MAX + 1)) == NULL) {
 		fclose(f);
-		return fail(&p, 0, "out of memory");
+		return ini_reader_fail(&rd, 0, "out of memory");
 	}
 	while ((n = fread(buf + len, 1, CONFIG_FILE_MAX + 1 - len, f)) > 0 && len + n <= CONFIG_FILE_MAX)
 		len += n;
 	if (ferror(f))
-		rc = fail(&p, 0, "cannot read: %s", strerror(errno));
+		rc = ini_reader_fail(&rd, 0, "cannot read: %s", strerror(errno));
 	else if (n > 0)
-		rc = fail(&p, 0, "larger than %d bytes", CONFIG_FILE_MAX);
-	else
-		rc = 0;
+		rc = ini_reader_fail(&rd, 0, "larger than %d bytes", CONFIG_FILE_MAX);
 	fclose(f);
 	if (rc == 0 && (nul = memchr(buf, '\0', len)) != NULL) {
-		for (line = 1, i = 0; buf + i < nul; i++)
-			if (buf[i] == '\n')
+		int line = 1;
+		for (const char *s = buf; s < nul; s++)
+			if (*s == '\n')
 				line++;
-		rc = fail(&p, line, "NUL byte");
+		rc = ini_reader_fail(&rd, line, "NUL byte");
 	}
 	if (rc == 0) {
 		buf[len] = '\0';
-		rc = config_parse_string(p.name, buf, out, err, errlen);
+		rc = config_parse_string(rd.name, buf, out, err, errlen);
 	}
 	free(buf);
 	return rc;
@@ -1582,11 +832,9 @@ config_load(const char *path, struct config **out, char *err, size_t errlen)
 static void
 tls_conf_free(struct tls_conf *t)
 {
-	size_t i;
-
 	free(t->cert);
 	free(t->key);
-	for (i = 0; i < t->alpn.n; i++)
+	for (size_t i = 0; i < t->alpn.n; i++)
 		free(t->alpn.v[i]);
 	free(t->alpn.v);
 }
@@ -1594,8 +842,6 @@ tls_conf_free(struct tls_conf *t)
 void
 config_free(struct config *cfg)
 {
-	size_t i;
-
 	if (cfg == NULL)
 		return;
 	free(cfg->path);
@@ -1606,7 +852,7 @@ config_free(struct config *cfg)
 	tls_conf_free(&cfg->tls);
 	free(cfg->ciphers);
 	free(cfg->curves);
-	for (i = 0; i < cfg->nbackends; i++) {
+	for (size_t i = 0; i < cfg->nbackends; i++) {
 		free(cfg->backends[i].name);
 		free(cfg->backends[i].host);
 		free(cfg->backends[i].socket);

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "addr.h"
 #include "ingress.h"
 
 /* One header we care about: its first value (OWS trimmed) and a count. */
@@ -78,171 +79,26 @@ name_is(const char *p, size_t n, const char *lower, size_t lower_len)
 
 #define NAME_IS(p, n, lit) name_is((p), (n), (lit), sizeof(lit) - 1)
 
-/* "1".."65535", decimal digits only (leading zeros accepted, as Go does). */
-static int
-parse_port(const char *s, size_t n, uint16_t *port)
-{
-	unsigned v = 0;
-
-	if (n == 0 || n > 5)
-		return -1;
-	for (size_t i = 0; i < n; i++) {
-		if (!is_digit((unsigned char)s[i]))
-			return -1;
-		v = v * 10 + (unsigned)(s[i] - '0');
-	}
-	if (v == 0 || v > 65535)
-		return -1;
-	*port = (uint16_t)v;
-	return 0;
-}
-
-int
-split_host_port(const char *s, size_t len, char *host, size_t hostcap, uint16_t *port)
-{
-	const char *h, *colon;
-	size_t hlen;
-
-	if (s == NULL || host == NULL || hostcap == 0 || port == NULL || len == 0)
-		return -1;
-	if (memchr(s, '\0', len) != NULL)
-		return -1;
-	if (s[0] == '[') {
-		/* "[v6]:port": the address is checked by the caller. */
-		const char *rb = memchr(s, ']', len);
-		if (rb == NULL || rb == s + 1 || (size_t)(rb - s) + 1 >= len ||
-		    rb[1] != ':')
-			return -1;
-		h = s + 1;
-		hlen = (size_t)(rb - h);
-		colon = rb + 1;
-		if (memchr(h, '[', hlen) != NULL)
-			return -1;
-	} else {
-		colon = memchr(s, ':', len);
-		if (colon == NULL || colon == s)
-			return -1;
-		/* An unbracketed IPv6 address fails as a port made of digits. */
-		h = s;
-		hlen = (size_t)(colon - s);
-		if (memchr(h, '[', hlen) != NULL || memchr(h, ']', hlen) != NULL)
-			return -1;
-	}
-	if (parse_port(colon + 1, len - (size_t)(colon + 1 - s), port) == -1)
-		return -1;
-	if (hlen >= hostcap)
-		return -1;
-	memcpy(host, h, hlen);
-	host[hlen] = '\0';
-	return 0;
-}
-
-/* Append the decimal v to p; returns the new end.  (snprintf is slow.) */
-static char *
-put_uint(char *p, unsigned v)
-{
-	char tmp[10];
-	size_t n = 0;
-
-	do {
-		tmp[n++] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v != 0);
-	while (n > 0)
-		*p++ = tmp[--n];
-	return p;
-}
-
-/*
- * Tailscale-Ingress-Src: "a.b.c.d:port" or "[v6]:port".  Fills req->src and
- * req->src_text ("[2001:db8::1]:443", canonical address, port without
- * leading zeros).
- */
+/* Tailscale-Ingress-Src: "a.b.c.d:port" or "[v6]:port", kept with its canonical text. */
 static int
 parse_src(const char *v, size_t n, struct ingress_req *req)
 {
-	char host[INET6_ADDRSTRLEN];
-	char *t = req->src_text;	/* 64 bytes: "[" 45 "]:" 5 NUL at most */
-	uint16_t port;
-
-	if (split_host_port(v, n, host, sizeof(host), &port) == -1)
-		return -1;
-	if (v[0] == '[') {
-		struct sockaddr_in6 sin6;
-
-		memset(&sin6, 0, sizeof(sin6));
-		sin6.sin6_family = AF_INET6;
-		sin6.sin6_port = htons(port);
-		if (inet_pton(AF_INET6, host, &sin6.sin6_addr) != 1 ||
-		    inet_ntop(AF_INET6, &sin6.sin6_addr, t + 1,
-		    INET6_ADDRSTRLEN) == NULL)
-			return -1;
-		memcpy(&req->src, &sin6, sizeof(sin6));
-		*t = '[';
-		t += strlen(t);
-		*t++ = ']';
-	} else {
-		struct sockaddr_in sin;
-
-		memset(&sin, 0, sizeof(sin));
-		sin.sin_family = AF_INET;
-		sin.sin_port = htons(port);
-		/* glibc's inet_pton takes strict dotted quads only. */
-		if (inet_pton(AF_INET, host, &sin.sin_addr) != 1)
-			return -1;
-		memcpy(&req->src, &sin, sizeof(sin));
-		for (int i = 0; i < 4; i++) {
-			t = put_uint(t, ((const uint8_t *)&sin.sin_addr)[i]);
-			if (i < 3)
-				*t++ = '.';
-		}
-	}
-	*t++ = ':';
-	t = put_uint(t, port);
-	*t = '\0';
-	return 0;
+	return addr_parse_ip_port(v, n, &req->src, req->src_text);
 }
 
 /*
  * Tailscale-Ingress-Target: "name:port" or "[v6]:port".  target_host is the
- * name in lower case without one trailing dot, or an IPv6 literal in its
- * canonical inet_ntop form without brackets (so routes compare as strings).
+ * name normalised as backends are (addr_normalize_host), so routes compare
+ * as strings; target_text keeps what was received, for the log.
  */
 static int
 parse_target(const char *v, size_t n, struct ingress_req *req)
 {
 	char host[sizeof(req->target_host)];
 	uint16_t port;
-	size_t hlen;
 
-	if (n >= sizeof(req->target_text))
+	if (n >= sizeof(req->target_text) || addr_parse_target(v, n, host, &port) != 0)
 		return -1;
-	if (split_host_port(v, n, host, sizeof(host), &port) == -1)
-		return -1;
-	if (v[0] == '[') {
-		struct in6_addr a6;
-
-		if (inet_pton(AF_INET6, host, &a6) != 1 ||
-		    inet_ntop(AF_INET6, &a6, host, sizeof(host)) == NULL)
-			return -1;
-	} else {
-		hlen = strlen(host);
-		if (host[hlen - 1] == '.')
-			host[--hlen] = '\0';
-		if (hlen == 0 || hlen > 253)
-			return -1;
-		for (size_t i = 0; i < hlen; i++) {
-			unsigned char c = (unsigned char)host[i];
-			if (!(is_digit(c) || (c >= 'a' && c <= 'z') ||
-			    (c >= 'A' && c <= 'Z') || c == '-' || c == '.' ||
-			    c == '_'))
-				return -1;
-			/* No empty label: "a..b", ".a", "a.." (one trailing dot is gone). */
-			if (c == '.' && (i == 0 || i == hlen - 1 || host[i - 1] == '.'))
-				return -1;
-			host[i] = (char)to_lower(c);
-		}
-	}
 	/* Only a target that parsed whole is stored. */
 	memcpy(req->target_host, host, sizeof(host));
 	req->target_port = port;
@@ -508,14 +364,12 @@ const char *
 http_status_text(int status)
 {
 	switch (status) {
-	case 101: return "Switching Protocols";
 	case 400: return "Bad Request";
 	case 403: return "Forbidden";
 	case 404: return "Not Found";
 	case 405: return "Method Not Allowed";
 	case 408: return "Request Timeout";
 	case 431: return "Request Header Fields Too Large";
-	case 500: return "Internal Server Error";
 	case 502: return "Bad Gateway";
 	case 503: return "Service Unavailable";
 	}

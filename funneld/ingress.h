@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "addr.h"
+
 #define INGRESS_HEAD_MAX 8192       /* a larger head is answered 431 */
 #define INGRESS_PATH "/v0/ingress"
 
@@ -26,9 +28,9 @@ struct ingress_req {
 	 * zero / "".
 	 */
 	struct sockaddr_storage src;        /* Tailscale-Ingress-Src */
-	char src_text[64];                  /* as "ip:port" / "[v6]:port", normalised */
-	char target_host[256];              /* Tailscale-Ingress-Target host, lower case, no trailing dot;
-	                                       an IPv6 literal in inet_ntop form, no brackets */
+	char src_text[ADDR_TEXT_MAX];       /* as "ip:port" / "[v6]:port", normalised */
+	char target_host[ADDR_HOST_MAX + 1];        /* Tailscale-Ingress-Target host, normalised
+	                                               (addr_normalize_host) */
 	uint16_t target_port;
 	char target_text[272];              /* "host:port" as received (for logs) */
 };
@@ -60,13 +62,5 @@ const char *http_status_text(int status);
  * Returns the length written (always < cap when cap >= 512).
  */
 size_t ingress_format_refusal(int status, const char *reason, char *out, size_t cap);
-
-/*
- * Split "host:port" / "[v6]:port" (len bytes, no NUL needed).  Pure; 0 on
- * success, -1 otherwise.  host gets the host without brackets, NUL-terminated
- * (must fit hostcap); it is not validated beyond its shape ("*" passes).  The
- * port is 1..65535, 1 to 5 decimal digits.
- */
-int split_host_port(const char *s, size_t len, char *host, size_t hostcap, uint16_t *port);
 
 #endif

@@ -13,7 +13,8 @@
 
 #include <systemd/sd-daemon.h>
 
-#include "funneld.h"
+#include "listener.h"
+#include "server.h"
 #include "log.h"
 
 #define LISTEN_BACKLOG 4096

@@ -18,19 +18,24 @@
 #include <systemd/sd-daemon.h>
 
 #include "certwatch.h"
-#include "funneld.h"
+#include "listener.h"
 #include "log.h"
+#include "metrics.h"
+#include "server.h"
+#include "tls.h"
+#include "worker.h"
 
 #define STATUS_INTERVAL 5               /* seconds between STATUS= updates */
 
-struct server server;
-
-static struct event_base *main_base;
-static struct event *shutdown_timer, *workers_done_ev;
-static const char *config_path = CONFIG_DEFAULT_PATH;
-static atomic_uint workers_running, workers_accepting;
-static struct event *listeners_done_ev;
-static uint64_t watchdog_usec;
+/* What the main thread runs: its event base and the events on it. */
+static struct {
+	const char *config_path;
+	struct event_base *base;
+	struct event *sigs[3];
+	struct event *status_ev, *shutdown_timer, *workers_done_ev, *listeners_done_ev;
+	atomic_uint workers_running, workers_accepting;
+	uint64_t watchdog_usec;
+} mt = { .config_path = CONFIG_DEFAULT_PATH };
 
 static void __attribute__((noreturn))
 usage(int code)
@@ -54,7 +59,7 @@ notify_status(void)
 static void
 on_status_tick(evutil_socket_t fd, short what, void *arg)
 {
-	if (watchdog_usec > 0)
+	if (mt.watchdog_usec > 0)
 		sd_notify(0, "WATCHDOG=1");
 	notify_status();
 }
@@ -64,28 +69,22 @@ reload(void)
 {
 	char err[CONFIG_ERR_MAX];
 	struct snapshot *s, *old;
+	const char *key;
 
 	sd_notify(0, "RELOADING=1");
-	if ((s = snapshot_load(config_path, err, sizeof(err))) == NULL) {
+	if ((s = snapshot_load(mt.config_path, err, sizeof(err))) == NULL) {
 		log_warnx("reload failed, keeping the running configuration: %s", err);
 		sd_notify(0, "READY=1");
 		return;
 	}
 	old = snapshot_acquire();
-	const struct config *a = old->cfg, *b = s->cfg;
-	if (a->nlistens != b->nlistens || a->workers != b->workers ||
-	    (a->user == NULL) != (b->user == NULL) || (a->user && strcmp(a->user, b->user) != 0) ||
-	    (a->metrics == NULL) != (b->metrics == NULL) || (a->metrics && strcmp(a->metrics, b->metrics) != 0))
-		log_notice("reload: changes to listen, workers, user or metrics take effect at the next restart");
-	else
-		for (size_t i = 0; i < a->nlistens; i++)
-			if (strcmp(a->listens[i].text, b->listens[i].text) != 0)
-				log_notice("reload: changes to listen take effect at the next restart");
+	if ((key = config_restart_needed(old->cfg, s->cfg)) != NULL)
+		log_notice("reload: a change to %s takes effect at the next restart", key);
 	snapshot_release(old);
 	log_set_level(s->cfg->log_level);
 	certwatch_update(s->cfg);
 	snapshot_install(s);
-	log_notice("configuration reloaded from %s", config_path);
+	log_notice("configuration reloaded from %s", mt.config_path);
 	sd_notify(0, "READY=1");
 }
 
@@ -106,7 +105,7 @@ begin_stop(void)
 	atomic_store(&server.phase, PHASE_DRAINING);
 	for (size_t i = 0; i < server.nworkers; i++)
 		worker_notify(&server.workers[i]);
-	evtimer_add(shutdown_timer, &tv);
+	evtimer_add(mt.shutdown_timer, &tv);
 }
 
 static void
@@ -135,8 +134,8 @@ on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
 static void
 on_worker_done(evutil_socket_t fd, short what, void *arg)
 {
-	if (atomic_load(&workers_running) == 0)
-		event_base_loopbreak(main_base);
+	if (atomic_load(&mt.workers_running) == 0)
+		event_base_loopbreak(mt.base);
 }
 
 /*
@@ -147,25 +146,26 @@ on_worker_done(evutil_socket_t fd, short what, void *arg)
 static void
 on_listeners_done(evutil_socket_t fd, short what, void *arg)
 {
-	if (atomic_load(&workers_accepting) == 0 && server.nlisteners > 0) {
+	if (atomic_load(&mt.workers_accepting) == 0 && server.nlisteners > 0) {
 		listeners_close();
 		log_info("listeners closed");
 	}
 }
 
+/* Called in each worker thread once it accepts no more. */
 static void
 worker_stopped_accepting(void)
 {
-	atomic_fetch_sub(&workers_accepting, 1);
-	event_active(listeners_done_ev, EV_READ, 0);
+	atomic_fetch_sub(&mt.workers_accepting, 1);
+	event_active(mt.listeners_done_ev, EV_READ, 0);
 }
 
 /* Called by each worker thread as it leaves its loop. */
 static void
 worker_exited(void)
 {
-	atomic_fetch_sub(&workers_running, 1);
-	event_active(workers_done_ev, EV_READ, 0);
+	atomic_fetch_sub(&mt.workers_running, 1);
+	event_active(mt.workers_done_ev, EV_READ, 0);
 }
 
 static void
@@ -227,18 +227,159 @@ worker_count(const struct config *cfg)
 	return n > 0 ? (unsigned)n : 1;
 }
 
+/* Load and check the configuration: the snapshot, or NULL after saying why. */
+static struct snapshot *
+load(void)
+{
+	char err[CONFIG_ERR_MAX], what[160];
+	struct snapshot *snap;
+
+	if (tls_global_init(what, sizeof(what)) != 0) {
+		startup_error(what);
+		return NULL;
+	}
+	if ((snap = snapshot_load(mt.config_path, err, sizeof(err))) == NULL) {
+		startup_error(err);
+		return NULL;
+	}
+	if (snap->cfg->user != NULL && getpwnam(snap->cfg->user) == NULL) {
+		snprintf(err, sizeof(err), "%s: user %s: no such user", mt.config_path, snap->cfg->user);
+		startup_error(err);
+		snapshot_release(snap);
+		return NULL;
+	}
+	log_debug("%s", what);
+	return snap;
+}
+
+static void
+start_workers(void)
+{
+	sigset_t set, old;
+
+	if ((server.workers = calloc(server.nworkers, sizeof(*server.workers))) == NULL)
+		fatal("calloc");
+	/* Workers must not take these signals: block them before starting threads. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &set, &old);
+	atomic_store(&mt.workers_running, (unsigned)server.nworkers);
+	atomic_store(&mt.workers_accepting, (unsigned)server.nworkers);
+	for (size_t i = 0; i < server.nworkers; i++) {
+		server.workers[i].owner.id = (unsigned)i;
+		server.workers[i].on_exit = worker_exited;
+		server.workers[i].on_accept_stopped = worker_stopped_accepting;
+		if (worker_start(&server.workers[i]) != 0)
+			fatal("cannot start worker %zu", i);
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* Everything up to READY=1: listeners, metrics, privileges, the main loop's events, workers. */
+static int
+start(struct snapshot *snap)
+{
+	char err[CONFIG_ERR_MAX];
+	static const int signals[] = { SIGHUP, SIGTERM, SIGINT };
+	struct timeval tick = { STATUS_INTERVAL, 0 };
+
+	log_set_level(snap->cfg->log_level);
+	snapshot_install(snap);
+	signal(SIGPIPE, SIG_IGN);
+	raise_nofile();
+
+	server.nworkers = worker_count(snap->cfg);
+	int activated = listeners_adopt_activated();
+	if (activated < 0)
+		fatalx("socket activation: cannot adopt the passed sockets");
+	if (activated == 0 && listeners_open(snap->cfg, (unsigned)server.nworkers, err, sizeof(err)) != 0) {
+		startup_error(err);
+		return -1;
+	}
+	if (activated > 0 && snap->cfg->nlistens > 0)
+		log_info("socket-activated: %d sockets; listen = ignored", activated);
+
+	if ((mt.base = event_base_new()) == NULL)
+		fatalx("event_base_new failed");
+	if (snap->cfg->metrics != NULL && metrics_listen(mt.base, snap->cfg->metrics, err, sizeof(err)) != 0)
+		fatalx("%s", err);
+	drop_privileges(snap->cfg->user);
+	if (certwatch_init(mt.base, reload) != 0)
+		log_warn("inotify: certificate changes on disk need a SIGHUP");
+	certwatch_update(snap->cfg);
+
+	mt.shutdown_timer = evtimer_new(mt.base, on_shutdown_timeout, NULL);
+	mt.workers_done_ev = event_new(mt.base, -1, EV_PERSIST, on_worker_done, NULL);
+	mt.listeners_done_ev = event_new(mt.base, -1, EV_PERSIST, on_listeners_done, NULL);
+	for (size_t i = 0; i < sizeof(signals) / sizeof(signals[0]); i++)
+		if ((mt.sigs[i] = evsignal_new(mt.base, signals[i], on_signal, NULL)) == NULL ||
+		    evsignal_add(mt.sigs[i], NULL) != 0)
+			fatalx("cannot install signal handlers");
+	start_workers();
+
+	if (sd_watchdog_enabled(0, &mt.watchdog_usec) > 0 && mt.watchdog_usec / 2 < (uint64_t)tick.tv_sec * 1000000) {
+		tick.tv_sec = (time_t)(mt.watchdog_usec / 2 / 1000000);
+		tick.tv_usec = (suseconds_t)(mt.watchdog_usec / 2 % 1000000);
+	}
+	mt.status_ev = event_new(mt.base, -1, EV_PERSIST, on_status_tick, NULL);
+	if (mt.status_ev == NULL || event_add(mt.status_ev, &tick) != 0)
+		fatalx("cannot start the status timer");
+	return 0;
+}
+
+static void
+run(void)
+{
+	size_t addresses = 0;
+
+	for (size_t i = 0; i < server.nlisteners; i++) {
+		if (server.listeners[i].worker > 0)
+			continue;       /* the same address again, for another worker */
+		addresses++;
+		log_info("listening on %s", server.listeners[i].text);
+	}
+	log_notice("funneld %s started: %zu listeners, %zu workers", FUNNELD_VERSION, addresses, server.nworkers);
+	sd_notify(0, "READY=1");
+	notify_status();
+	event_base_loop(mt.base, EVLOOP_NO_EXIT_ON_EMPTY);
+}
+
+/* After the workers have left their loops (SIGTERM, then drain or shutdown_timeout). */
+static void
+stop(void)
+{
+	for (size_t i = 0; i < server.nworkers; i++) {
+		pthread_join(server.workers[i].thread, NULL);
+		worker_free(&server.workers[i]);
+	}
+	log_notice("stopped");
+	for (size_t i = 0; i < sizeof(mt.sigs) / sizeof(mt.sigs[0]); i++)
+		event_free(mt.sigs[i]);
+	event_free(mt.status_ev);
+	event_free(mt.shutdown_timer);
+	event_free(mt.workers_done_ev);
+	event_free(mt.listeners_done_ev);
+	metrics_close();
+	certwatch_close();
+	event_base_free(mt.base);
+	listeners_close();
+	free(server.workers);
+	snapshot_install(NULL);
+}
+
 int
 main(int argc, char **argv)
 {
-	char err[CONFIG_ERR_MAX];
 	struct snapshot *snap;
 	bool check_only = false;
-	int ch;
+	int ch, rc = 0;
 
 	while ((ch = getopt(argc, argv, "c:thV")) != -1) {
 		switch (ch) {
 		case 'c':
-			config_path = optarg;
+			mt.config_path = optarg;
 			break;
 		case 't':
 			check_only = true;
@@ -259,119 +400,18 @@ main(int argc, char **argv)
 	event_set_log_callback(on_libevent_log);
 	if (evthread_use_pthreads() != 0)
 		fatalx("libevent: no thread support");
-	if ((snap = snapshot_load(config_path, err, sizeof(err))) == NULL) {
-		startup_error(err);
+	if ((snap = load()) == NULL)
 		return 1;
-	}
-	if (snap->cfg->user != NULL && getpwnam(snap->cfg->user) == NULL) {
-		snprintf(err, sizeof(err), "%s: user %s: no such user", config_path, snap->cfg->user);
-		startup_error(err);
-		snapshot_release(snap);
-		return 1;
-	}
 	if (check_only) {
 		printf("configuration OK\n");
 		snapshot_release(snap);
-		tls_global_done();
-		tls_thread_done();
-		return 0;
+	} else if (start(snap) == 0) {
+		run();
+		stop();
+	} else {
+		rc = 1;
 	}
-	log_set_level(snap->cfg->log_level);
-	snapshot_install(snap);
-	signal(SIGPIPE, SIG_IGN);
-	raise_nofile();
-
-	server.nworkers = worker_count(snap->cfg);
-	int activated = listeners_adopt_activated();
-	if (activated < 0)
-		fatalx("socket activation: cannot adopt the passed sockets");
-	if (activated == 0 && listeners_open(snap->cfg, (unsigned)server.nworkers, err, sizeof(err)) != 0) {
-		startup_error(err);
-		return 1;
-	}
-	if (activated > 0 && snap->cfg->nlistens > 0)
-		log_info("socket-activated: %d sockets; listen = ignored", activated);
-
-	if ((main_base = event_base_new()) == NULL)
-		fatalx("event_base_new failed");
-	if (snap->cfg->metrics != NULL && metrics_listen(main_base, snap->cfg->metrics, err, sizeof(err)) != 0)
-		fatalx("%s", err);
-	drop_privileges(snap->cfg->user);
-	if (certwatch_init(main_base, reload) != 0)
-		log_warn("inotify: certificate changes on disk need a SIGHUP");
-	certwatch_update(snap->cfg);
-
-	if ((server.workers = calloc(server.nworkers, sizeof(*server.workers))) == NULL)
-		fatal("calloc");
-	shutdown_timer = evtimer_new(main_base, on_shutdown_timeout, NULL);
-	workers_done_ev = event_new(main_base, -1, EV_PERSIST, on_worker_done, NULL);
-	listeners_done_ev = event_new(main_base, -1, EV_PERSIST, on_listeners_done, NULL);
-	struct event *sigs[] = {
-		evsignal_new(main_base, SIGHUP, on_signal, NULL),
-		evsignal_new(main_base, SIGTERM, on_signal, NULL),
-		evsignal_new(main_base, SIGINT, on_signal, NULL),
-	};
-	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
-		if (sigs[i] == NULL || evsignal_add(sigs[i], NULL) != 0)
-			fatalx("cannot install signal handlers");
-	/* Workers must not take these signals: block them before starting threads. */
-	sigset_t set, old;
-	sigemptyset(&set);
-	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	pthread_sigmask(SIG_BLOCK, &set, &old);
-	atomic_store(&workers_running, (unsigned)server.nworkers);
-	atomic_store(&workers_accepting, (unsigned)server.nworkers);
-	for (size_t i = 0; i < server.nworkers; i++) {
-		server.workers[i].id = (unsigned)i;
-		server.workers[i].on_exit = worker_exited;
-		server.workers[i].on_accept_stopped = worker_stopped_accepting;
-		if (worker_start(&server.workers[i]) != 0)
-			fatal("cannot start worker %zu", i);
-	}
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-
-	struct timeval tick = { STATUS_INTERVAL, 0 };
-	if (sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec / 2 < (uint64_t)tick.tv_sec * 1000000) {
-		tick.tv_sec = (time_t)(watchdog_usec / 2 / 1000000);
-		tick.tv_usec = (suseconds_t)(watchdog_usec / 2 % 1000000);
-	}
-	struct event *status_ev = event_new(main_base, -1, EV_PERSIST, on_status_tick, NULL);
-	if (status_ev == NULL || event_add(status_ev, &tick) != 0)
-		fatalx("cannot start the status timer");
-
-	size_t addresses = 0;
-	for (size_t i = 0; i < server.nlisteners; i++) {
-		if (server.listeners[i].worker > 0)
-			continue;       /* the same address again, for another worker */
-		addresses++;
-		log_info("listening on %s", server.listeners[i].text);
-	}
-	log_notice("funneld %s started: %zu listeners, %zu workers", FUNNELD_VERSION, addresses, server.nworkers);
-	sd_notify(0, "READY=1");
-	notify_status();
-
-	event_base_loop(main_base, EVLOOP_NO_EXIT_ON_EMPTY);
-
-	for (size_t i = 0; i < server.nworkers; i++) {
-		pthread_join(server.workers[i].thread, NULL);
-		worker_free(&server.workers[i]);
-	}
-	log_notice("stopped");
-	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
-		event_free(sigs[i]);
-	event_free(status_ev);
-	event_free(shutdown_timer);
-	event_free(workers_done_ev);
-	event_free(listeners_done_ev);
-	metrics_close();
-	certwatch_close();
-	event_base_free(main_base);
-	listeners_close();
-	free(server.workers);
-	snapshot_install(NULL);
 	tls_global_done();
 	tls_thread_done();
-	return 0;
+	return rc;
 }

@@ -15,37 +15,13 @@
 #include <event2/http.h>
 #include <event2/listener.h>
 
-#include "funneld.h"
+#include "buf.h"
 #include "log.h"
-
-static const char *const result_names[RESULT_COUNT] = {
-	[RESULT_OK] = "ok",
-	[RESULT_REFUSED_400] = "refused_400",
-	[RESULT_REFUSED_403] = "refused_403",
-	[RESULT_REFUSED_404] = "refused_404",
-	[RESULT_REFUSED_405] = "refused_405",
-	[RESULT_REFUSED_408] = "refused_408",
-	[RESULT_REFUSED_431] = "refused_431",
-	[RESULT_REFUSED_502] = "refused_502",
-	[RESULT_REFUSED_503] = "refused_503",
-	[RESULT_HANDSHAKE_FAILED] = "handshake_failed",
-	[RESULT_HANDSHAKE_TIMEOUT] = "handshake_timeout",
-	[RESULT_IDLE_TIMEOUT] = "idle_timeout",
-	[RESULT_RELAY_ERROR] = "relay_error",
-	[RESULT_BACKEND_ERROR] = "backend_error",
-	[RESULT_SHUTDOWN] = "shutdown",
-};
-
-/* Handshake failure reasons, as tls_failure_reason() names them. */
-static const char *const hs_reasons[] = {
-	"timeout", "unrecognized_name", "no_application_protocol", "resumption_name_mismatch", "eof",
-	"reset", "no_shared_cipher", "protocol_version", "client_alert", "not_tls", "bad_client_hello",
-	"other",
-};
-#define NHS_REASONS (sizeof(hs_reasons) / sizeof(hs_reasons[0]))
+#include "metrics.h"
+#include "server.h"
 
 static atomic_ullong results[RESULT_COUNT];
-static atomic_ullong hs_failures[NHS_REASONS];
+static atomic_ullong hs_failures[HS_FAIL_COUNT];
 static atomic_ullong total_bytes_in, total_bytes_out;
 
 static pthread_mutex_t backends_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -55,28 +31,6 @@ static struct evhttp *http;
 static struct evconnlistener *listener;
 static struct event *accept_pause_ev;   /* re-enables the listener after EMFILE */
 static char *metrics_path;              /* unix socket to remove at exit */
-
-const char *
-conn_result_name(enum conn_result r)
-{
-	return r < RESULT_COUNT ? result_names[r] : "unknown";
-}
-
-enum conn_result
-conn_result_for_status(int status)
-{
-	switch (status) {
-	case 400: return RESULT_REFUSED_400;
-	case 403: return RESULT_REFUSED_403;
-	case 404: return RESULT_REFUSED_404;
-	case 405: return RESULT_REFUSED_405;
-	case 408: return RESULT_REFUSED_408;
-	case 431: return RESULT_REFUSED_431;
-	case 502: return RESULT_REFUSED_502;
-	case 503: return RESULT_REFUSED_503;
-	default: return RESULT_RELAY_ERROR;
-	}
-}
 
 struct backend_stats *
 metrics_backend(const char *name)
@@ -100,16 +54,11 @@ out:
 }
 
 void
-metrics_conn_end(enum conn_result r, const char *hs_reason, struct backend_stats *b, uint64_t in, uint64_t out)
+metrics_conn_end(enum conn_result r, enum hs_failure hs, struct backend_stats *b, uint64_t in, uint64_t out)
 {
 	atomic_fetch_add_explicit(&results[r], 1, memory_order_relaxed);
-	if (r == RESULT_HANDSHAKE_FAILED || r == RESULT_HANDSHAKE_TIMEOUT) {
-		size_t i;
-		for (i = 0; i < NHS_REASONS - 1; i++)
-			if (hs_reason != NULL && strcmp(hs_reason, hs_reasons[i]) == 0)
-				break;
-		atomic_fetch_add_explicit(&hs_failures[i], 1, memory_order_relaxed);
-	}
+	if (hs != HS_FAIL_NONE && (unsigned)hs < HS_FAIL_COUNT)
+		atomic_fetch_add_explicit(&hs_failures[hs], 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&total_bytes_in, in, memory_order_relaxed);
 	atomic_fetch_add_explicit(&total_bytes_out, out, memory_order_relaxed);
 	if (b != NULL) {
@@ -135,12 +84,12 @@ metrics_render(unsigned conns_open, size_t *lenp)
 	fprintf(f, "# HELP funneld_connections_total Relay connections ended, by how they ended.\n"
 	    "# TYPE funneld_connections_total counter\n");
 	for (int r = 0; r < RESULT_COUNT; r++)
-		fprintf(f, "funneld_connections_total{result=\"%s\"} %llu\n", result_names[r],
+		fprintf(f, "funneld_connections_total{result=\"%s\"} %llu\n", conn_result_name((enum conn_result)r),
 		    (unsigned long long)atomic_load(&results[r]));
 	fprintf(f, "# HELP funneld_handshake_failures_total TLS handshakes that failed, by reason.\n"
 	    "# TYPE funneld_handshake_failures_total counter\n");
-	for (size_t i = 0; i < NHS_REASONS; i++)
-		fprintf(f, "funneld_handshake_failures_total{reason=\"%s\"} %llu\n", hs_reasons[i],
+	for (int i = HS_FAIL_NONE + 1; i < HS_FAIL_COUNT; i++)
+		fprintf(f, "funneld_handshake_failures_total{reason=\"%s\"} %llu\n", hs_failure_name((enum hs_failure)i),
 		    (unsigned long long)atomic_load(&hs_failures[i]));
 	fprintf(f, "# HELP funneld_bytes_in_total Decrypted bytes from clients to backends.\n"
 	    "# TYPE funneld_bytes_in_total counter\nfunneld_bytes_in_total %llu\n",
@@ -246,7 +195,7 @@ metrics_listen(struct event_base *base, const char *where, char *err, size_t err
 	struct listen_addr la;
 	int fd = -1;
 
-	if (parse_listen(where, &la) != 0) {
+	if (addr_parse_listen(where, &la) != 0) {
 		snprintf(err, errlen, "metrics: bad address \"%s\"", where);
 		return -1;
 	}

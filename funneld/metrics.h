@@ -6,30 +6,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "result.h"
+
 struct event_base;
-
-/* How a connection ended; the metric label and the log's result= value. */
-enum conn_result {
-	RESULT_OK,
-	RESULT_REFUSED_400,
-	RESULT_REFUSED_403,
-	RESULT_REFUSED_404,
-	RESULT_REFUSED_405,
-	RESULT_REFUSED_408,
-	RESULT_REFUSED_431,
-	RESULT_REFUSED_502,
-	RESULT_REFUSED_503,
-	RESULT_HANDSHAKE_FAILED,
-	RESULT_HANDSHAKE_TIMEOUT,
-	RESULT_IDLE_TIMEOUT,
-	RESULT_RELAY_ERROR,
-	RESULT_BACKEND_ERROR,
-	RESULT_SHUTDOWN,
-	RESULT_COUNT
-};
-
-const char *conn_result_name(enum conn_result r);
-enum conn_result conn_result_for_status(int status);
 
 /* Per backend (by its section name), kept across reloads. */
 struct backend_stats {
@@ -41,7 +20,7 @@ struct backend_stats {
 
 struct backend_stats *metrics_backend(const char *name);        /* find or create */
 
-void metrics_conn_end(enum conn_result r, const char *hs_reason, struct backend_stats *b,
+void metrics_conn_end(enum conn_result r, enum hs_failure hs, struct backend_stats *b,
     uint64_t bytes_in, uint64_t bytes_out);
 
 /* Render the whole text exposition into a malloc'd string. */

@@ -1,43 +1,31 @@
-/* TLS with mbedTLS; see tls.h. */
+/* TLS with mbedTLS's public API; see tls.h. */
 #include <errno.h>
-#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <mbedtls/ctr_drbg.h>
-#include <mbedtls/ecdh.h>
-#include <mbedtls/ecp.h>
 #include <mbedtls/entropy.h>
 #include <mbedtls/error.h>
+#include <mbedtls/net_sockets.h>
 #include <mbedtls/oid.h>
 #include <mbedtls/pk.h>
 #include <mbedtls/ssl_cache.h>
 #include <mbedtls/ssl_ticket.h>
-#include <mbedtls/version.h>
 #include <mbedtls/x509_crt.h>
-#if MBEDTLS_VERSION_MAJOR < 3 && defined(MBEDTLS_ECDH_LEGACY_CONTEXT) && MBEDTLS_ECP_FIXED_POINT_OPTIM == 1
-#include <mbedtls/ssl_internal.h>       /* the handshake's ECDH context, for base_table_lend() */
-#define BASE_TABLES 1
-#endif
 
+#include "tls_compat.h"
+#include "tls_internals.h"
 #include "tls.h"
 
 #define SESSION_CACHE_MAX 10000         /* per server name */
 #define PARTITIONS_MAX 256              /* server names with resumption */
 
-#if MBEDTLS_VERSION_MAJOR >= 3
-#define SSL_BIO(ssl) mbedtls_ssl_get_user_data_p(ssl)
-#else
-#define SSL_BIO(ssl) ((ssl)->p_bio)
-#endif
 
 struct tls_cert {
 	char *cert_path, *key_path;
@@ -81,10 +69,10 @@ static pthread_mutex_t global_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct partition *partitions[PARTITIONS_MAX];
 static size_t npartitions;
 
-/* The connection whose handshake this thread is running: the ticket and
- * cache callbacks (and the random generator) get no connection of their own. */
-static __thread struct tls_io *handshaking;
-static __thread mbedtls_ssl_context *handshaking_ssl;
+/* The connection whose handshake this thread is running: the SNI, ticket
+ * and cache callbacks (and the random generator) get no connection of their
+ * own. */
+static __thread struct tls_conn *handshaking;
 
 /* One DRBG per thread: mbedTLS's own locking would serialise the workers. */
 static __thread mbedtls_entropy_context *thread_entropy;
@@ -122,111 +110,11 @@ tls_thread_done(void)
 	}
 }
 
-/*
- * ECDHE key generation computes k·G.  For each handshake mbedTLS 2.28 loads
- * a fresh group, precomputes the comb table of G on the first
- * multiplication, and throws it away with the handshake: about 40% of a
- * P-256 key generation here (698 µs fresh, 431 µs with the table).  So each
- * curve gets one group whose table is computed once, at load, and lent to a
- * handshake's group while it makes its key: the lend happens in the random
- * generator, which the key generation calls before it multiplies, and the
- * table is taken back as soon as mbedtls_ssl_handshake() returns, before
- * anything can free that group.  The table is read only (multiples of G,
- * public), so workers share it.  Groups live until the process ends.
- */
-#ifdef BASE_TABLES
-static int thread_random(void *unused, unsigned char *out, size_t len);
-
-static _Atomic(mbedtls_ecp_group *) base_tables[MBEDTLS_ECP_DP_MAX];
-
-/* Compute the table of curve id once (the first load that names it). */
-static void
-base_table_prepare(mbedtls_ecp_group_id id)
-{
-	mbedtls_ecp_group *g;
-	mbedtls_mpi d;
-	mbedtls_ecp_point q;
-
-	if ((unsigned)id >= MBEDTLS_ECP_DP_MAX || atomic_load(&base_tables[id]) != NULL ||
-	    (g = calloc(1, sizeof(*g))) == NULL)
-		return;
-	mbedtls_ecp_group_init(g);
-	mbedtls_mpi_init(&d);
-	mbedtls_ecp_point_init(&q);
-	/* Curve25519 and Curve448 use a ladder, no table. */
-	if (mbedtls_ecp_group_load(g, id) == 0 && mbedtls_ecp_get_type(g) == MBEDTLS_ECP_TYPE_SHORT_WEIERSTRASS &&
-	    mbedtls_ecp_gen_keypair(g, &d, &q, thread_random, NULL) == 0 && g->T != NULL) {
-		mbedtls_ecp_group *none = NULL;
-		if (atomic_compare_exchange_strong(&base_tables[id], &none, g))
-			g = NULL;
-	}
-	mbedtls_mpi_free(&d);
-	mbedtls_ecp_point_free(&q);
-	if (g != NULL) {
-		mbedtls_ecp_group_free(g);
-		free(g);
-	}
-}
-
-static mbedtls_ecp_group *
-handshake_group(mbedtls_ssl_context *ssl)
-{
-	return ssl != NULL && ssl->handshake != NULL ? &ssl->handshake->ecdh_ctx.grp : NULL;
-}
-
-static void
-base_table_lend(mbedtls_ssl_context *ssl)
-{
-	mbedtls_ecp_group *grp = handshake_group(ssl);
-	const mbedtls_ecp_group *t;
-
-	/* Only for the key of ServerKeyExchange: the client cannot answer it
-	 * before this mbedtls_ssl_handshake() returns (its flight is only queued),
-	 * so nothing frees the group before base_table_take_back(). */
-	if (grp == NULL || ssl->state != MBEDTLS_SSL_SERVER_KEY_EXCHANGE || grp->T != NULL ||
-	    (unsigned)grp->id >= MBEDTLS_ECP_DP_MAX ||
-	    (t = atomic_load(&base_tables[grp->id])) == NULL || t->nbits != grp->nbits)
-		return;
-	grp->T = t->T;
-	grp->T_size = t->T_size;
-}
-
-static void
-base_table_take_back(mbedtls_ssl_context *ssl)
-{
-	mbedtls_ecp_group *grp = handshake_group(ssl);
-	const mbedtls_ecp_group *t;
-
-	if (grp != NULL && grp->T != NULL && (unsigned)grp->id < MBEDTLS_ECP_DP_MAX &&
-	    (t = atomic_load(&base_tables[grp->id])) != NULL && grp->T == t->T) {
-		grp->T = NULL;
-		grp->T_size = 0;
-	}
-}
-
-static void
-base_tables_free(void)
-{
-	for (size_t i = 0; i < MBEDTLS_ECP_DP_MAX; i++) {
-		mbedtls_ecp_group *g = atomic_exchange(&base_tables[i], NULL);
-		if (g != NULL) {
-			mbedtls_ecp_group_free(g);
-			free(g);
-		}
-	}
-}
-#else
-static void base_table_prepare(mbedtls_ecp_group_id id) { (void)id; }
-static void base_table_take_back(mbedtls_ssl_context *ssl) { (void)ssl; }
-static void base_tables_free(void) {}
-#endif
-
 static int
 thread_random(void *unused, unsigned char *out, size_t len)
 {
-#ifdef BASE_TABLES
-	base_table_lend(handshaking_ssl);
-#endif
+	if (handshaking != NULL)
+		tls_internals_lend_base_table(&handshaking->ssl);
 	if (thread_drbg == NULL && tls_thread_init() != 0)
 		return MBEDTLS_ERR_CTR_DRBG_ENTROPY_SOURCE_FAILED;
 	return mbedtls_ctr_drbg_random(thread_drbg, out, len);
@@ -243,7 +131,14 @@ tls_global_done(void)
 	}
 	npartitions = 0;
 	pthread_mutex_unlock(&global_lock);
-	base_tables_free();
+	tls_internals_done();
+}
+
+int
+tls_global_init(char *what, size_t len)
+{
+	tls_internals_init(what, len);
+	return 0;
 }
 
 const char *
@@ -253,24 +148,18 @@ tls_strerror(int err, char *buf, size_t len)
 	return buf;
 }
 
-void
-tls_io_free(struct tls_io *io)
-{
-	buf_release(io->pool, &io->rx);
-	buf_release(io->pool, &io->tx);
-}
-
 /* The socket glue.  Sending only queues: the connection flushes tx. */
 static int
 bio_send(void *arg, const unsigned char *buf, size_t len)
 {
-	struct tls_io *io = arg;
+	struct tls_conn *tc = arg;
+	struct relay_io *io = tc->io;
 
 	/* Remember the fatal alert a failing handshake sends (still plaintext
 	 * then): it names the failure better than mbedTLS's return code. */
-	if (io->alert_sent == 0 && len >= 7 && buf[0] == MBEDTLS_SSL_MSG_ALERT &&
+	if (tc->alert_sent == 0 && len >= 7 && buf[0] == MBEDTLS_SSL_MSG_ALERT &&
 	    buf[5] == MBEDTLS_SSL_ALERT_LEVEL_FATAL)
-		io->alert_sent = buf[6];
+		tc->alert_sent = buf[6];
 	if (buf_append(io->pool, &io->tx, buf, len, TLS_TX_MAX) != 0)
 		return MBEDTLS_ERR_SSL_ALLOC_FAILED;
 	return (int)len;
@@ -285,7 +174,8 @@ bio_send(void *arg, const unsigned char *buf, size_t len)
 static int
 bio_recv(void *arg, unsigned char *buf, size_t len)
 {
-	struct tls_io *io = arg;
+	struct tls_conn *tc = arg;
+	struct relay_io *io = tc->io;
 	struct buf *rx = &io->rx;
 
 	if (buf_pending(rx) == 0) {
@@ -314,8 +204,8 @@ bio_recv(void *arg, unsigned char *buf, size_t len)
 	rx->off += take;
 	if (buf_pending(rx) == 0)
 		buf_release(io->pool, rx);
-	if (io->first_byte < 0 && take > 0)
-		io->first_byte = buf[0];
+	if (tc->first_byte < 0 && take > 0)
+		tc->first_byte = buf[0];
 	return (int)take;
 }
 
@@ -412,71 +302,56 @@ warm_up(struct tls_cert *c)
 	unsigned char hash[32] = { 0 }, sig[MBEDTLS_PK_SIGNATURE_MAX_SIZE];
 	size_t siglen;
 
-#if MBEDTLS_VERSION_MAJOR >= 3
-	return mbedtls_pk_sign(&c->key, MBEDTLS_MD_SHA256, hash, sizeof(hash), sig, sizeof(sig), &siglen,
-	    thread_random, NULL);
-#else
-	return mbedtls_pk_sign(&c->key, MBEDTLS_MD_SHA256, hash, sizeof(hash), sig, &siglen, thread_random, NULL);
-#endif
+	return compat_pk_sign(&c->key, hash, sizeof(hash), sig, sizeof(sig), &siglen, thread_random);
 }
 
 /* Load (or find, when already loaded) the pair cert/key. */
 static struct tls_cert *
-load_cert(struct tls_ctx *ctx, const struct config *cfg, const struct tls_conf *tc, char *err, size_t errlen)
+load_cert(struct tls_ctx *ctx, const struct config *cfg, const struct tls_conf *conf, char *err, size_t errlen)
 {
 	char ebuf[160];
 	int ret;
 
 	for (size_t i = 0; i < ctx->ncerts; i++)
-		if (strcmp(ctx->certs[i].cert_path, tc->cert) == 0 && strcmp(ctx->certs[i].key_path, tc->key) == 0)
+		if (strcmp(ctx->certs[i].cert_path, conf->cert) == 0 && strcmp(ctx->certs[i].key_path, conf->key) == 0)
 			return &ctx->certs[i];
 
-	if (readable(tc->cert, "certificate", cfg->path, tc->cert_line, err, errlen) != 0 ||
-	    readable(tc->key, "key", cfg->path, tc->key_line, err, errlen) != 0)
+	if (readable(conf->cert, "certificate", cfg->path, conf->cert_line, err, errlen) != 0 ||
+	    readable(conf->key, "key", cfg->path, conf->key_line, err, errlen) != 0)
 		return NULL;
 
 	struct tls_cert *c = &ctx->certs[ctx->ncerts];
 	memset(c, 0, sizeof(*c));
 	mbedtls_x509_crt_init(&c->chain);
 	mbedtls_pk_init(&c->key);
-	c->cert_path = strdup(tc->cert);
-	c->key_path = strdup(tc->key);
+	c->cert_path = strdup(conf->cert);
+	c->key_path = strdup(conf->key);
 	ctx->ncerts++;
 	if (c->cert_path == NULL || c->key_path == NULL) {
 		snprintf(err, errlen, "%s: out of memory", cfg->path);
 		return NULL;
 	}
-	if ((ret = mbedtls_x509_crt_parse_file(&c->chain, tc->cert)) != 0) {
-		snprintf(err, errlen, "%s:%d: bad certificate %s: %s", cfg->path, tc->cert_line, tc->cert,
+	if ((ret = mbedtls_x509_crt_parse_file(&c->chain, conf->cert)) != 0) {
+		snprintf(err, errlen, "%s:%d: bad certificate %s: %s", cfg->path, conf->cert_line, conf->cert,
 		    tls_strerror(ret, ebuf, sizeof(ebuf)));
 		return NULL;
 	}
-#if MBEDTLS_VERSION_MAJOR >= 3
-	ret = mbedtls_pk_parse_keyfile(&c->key, tc->key, NULL, thread_random, NULL);
-#else
-	ret = mbedtls_pk_parse_keyfile(&c->key, tc->key, NULL);
-#endif
-	if (ret != 0) {
-		snprintf(err, errlen, "%s:%d: bad key %s: %s", cfg->path, tc->key_line, tc->key,
+	if ((ret = compat_pk_parse_keyfile(&c->key, conf->key, thread_random)) != 0) {
+		snprintf(err, errlen, "%s:%d: bad key %s: %s", cfg->path, conf->key_line, conf->key,
 		    tls_strerror(ret, ebuf, sizeof(ebuf)));
 		return NULL;
 	}
-#if MBEDTLS_VERSION_MAJOR >= 3
-	ret = mbedtls_pk_check_pair(&c->chain.pk, &c->key, thread_random, NULL);
-#else
-	ret = mbedtls_pk_check_pair(&c->chain.pk, &c->key);
-#endif
-	if (ret != 0) {
-		snprintf(err, errlen, "%s:%d: key %s does not match certificate %s", cfg->path, tc->key_line,
-		    tc->key, tc->cert);
+	if (compat_pk_check_pair(&c->chain.pk, &c->key, thread_random) != 0) {
+		snprintf(err, errlen, "%s:%d: key %s does not match certificate %s", cfg->path, conf->key_line,
+		    conf->key, conf->cert);
 		return NULL;
 	}
 	if (!mbedtls_pk_can_do(&c->key, MBEDTLS_PK_ECDSA) && !mbedtls_pk_can_do(&c->key, MBEDTLS_PK_RSA)) {
-		snprintf(err, errlen, "%s:%d: key %s is neither ECDSA nor RSA", cfg->path, tc->key_line, tc->key);
+		snprintf(err, errlen, "%s:%d: key %s is neither ECDSA nor RSA", cfg->path, conf->key_line, conf->key);
 		return NULL;
 	}
 	if (warm_up(c) != 0) {
-		snprintf(err, errlen, "%s:%d: key %s cannot sign", cfg->path, tc->key_line, tc->key);
+		snprintf(err, errlen, "%s:%d: key %s cannot sign", cfg->path, conf->key_line, conf->key);
 		return NULL;
 	}
 	if (collect_names(c) != 0) {
@@ -495,38 +370,38 @@ static int
 on_sni(void *arg, mbedtls_ssl_context *ssl, const unsigned char *name, size_t len)
 {
 	const struct tls_ctx *ctx = arg;
-	struct tls_io *io = SSL_BIO(ssl);
-	const struct tls_cert *own = ctx->servers[io->backend].cert;
+	struct tls_conn *tc = handshaking;
+	const struct tls_cert *own = ctx->servers[tc->server].cert;
 
-	if (len == 0 || len >= sizeof(io->sni) || memchr(name, '\0', len) != NULL) {
-		io->sni_rejected = true;
+	if (len == 0 || len >= sizeof(tc->sni) || memchr(name, '\0', len) != NULL) {
+		tc->sni_rejected = true;
 		return -1;
 	}
-	memcpy(io->sni, name, len);
-	io->sni[len] = '\0';
-	if (io->sni[len - 1] == '.')
-		io->sni[len - 1] = '\0';
+	memcpy(tc->sni, name, len);
+	tc->sni[len] = '\0';
+	if (tc->sni[len - 1] == '.')
+		tc->sni[len - 1] = '\0';
 	/* A ticket read before the SNI resumed a session of another name. */
-	if (io->resumed_name != NULL && strcasecmp(io->resumed_name, io->sni) != 0) {
-		io->resumption_mismatch = true;
+	if (tc->resumed_name != NULL && strcasecmp(tc->resumed_name, tc->sni) != 0) {
+		tc->resumption_mismatch = true;
 		return -1;
 	}
 
-	if (strcasecmp(io->sni, io->target_host) == 0 || cert_covers(own, io->sni))
+	if (strcasecmp(tc->sni, tc->target_host) == 0 || cert_covers(own, tc->sni))
 		return 0;
 	for (size_t i = 0; i < ctx->ncerts; i++) {
 		struct tls_cert *c = &ctx->certs[i];
-		if (cert_covers(c, io->sni))
+		if (cert_covers(c, tc->sni))
 			return mbedtls_ssl_set_hs_own_cert(ssl, &c->chain, &c->key);
 	}
-	io->sni_rejected = true;
+	tc->sni_rejected = true;
 	return -1;
 }
 
 static const char *
-server_name(const struct tls_io *io)
+server_name(const struct tls_conn *tc)
 {
-	return io->sni[0] != '\0' ? io->sni : io->target_host;
+	return tc->sni[0] != '\0' ? tc->sni : tc->target_host;
 }
 
 /* Find or make the partition of name; NULL when there is no room left. */
@@ -653,23 +528,9 @@ static int
 server_setup(struct tls_ctx *ctx, const struct config *cfg, struct tls_server *s, const struct backend_conf *b,
     char *err, size_t errlen)
 {
-	struct tls_conf tc = cfg->tls;
 	int ret;
 
-	if (b->tls.cert != NULL) {
-		tc.cert = b->tls.cert;
-		tc.key = b->tls.key;
-		tc.cert_line = b->tls.cert_line;
-		tc.key_line = b->tls.key_line;
-	}
-	if (b->tls.alpn_set)
-		tc.alpn = b->tls.alpn;
-	if (tc.cert == NULL || tc.key == NULL) {
-		snprintf(err, errlen, "%s:%d: backend %s: no cert and key (in [tls] or the section)", cfg->path,
-		    b->line, b->name);
-		return -1;
-	}
-	if ((s->cert = load_cert(ctx, cfg, &tc, err, errlen)) == NULL)
+	if ((s->cert = load_cert(ctx, cfg, &b->tls, err, errlen)) == NULL)
 		return -1;
 
 	mbedtls_ssl_config *c = &s->conf;
@@ -690,8 +551,8 @@ server_setup(struct tls_ctx *ctx, const struct config *cfg, struct tls_server *s
 		snprintf(err, errlen, "%s: mbedtls_ssl_conf_own_cert failed (%d)", cfg->path, ret);
 		return -1;
 	}
-	if (tc.alpn.n > 0) {
-		if ((s->alpn = alpn_list(&tc.alpn)) == NULL ||
+	if (b->tls.alpn.n > 0) {
+		if ((s->alpn = alpn_list(&b->tls.alpn)) == NULL ||
 		    mbedtls_ssl_conf_alpn_protocols(c, s->alpn) != 0) {
 			snprintf(err, errlen, "%s: bad alpn list", cfg->path);
 			return -1;
@@ -722,7 +583,7 @@ tls_load(const struct config *cfg, struct tls_ctx **out, char *err, size_t errle
 		goto oom;
 	for (size_t i = 0; i < cfg->ncurves; i++) {
 		ctx->curves[i] = (mbedtls_ecp_group_id)cfg->curves[i];
-		base_table_prepare(ctx->curves[i]);
+		tls_internals_prepare_curve(ctx->curves[i], thread_random);
 	}
 	ctx->curves[cfg->ncurves] = MBEDTLS_ECP_DP_NONE;
 	ctx->rotation = cfg->ticket_rotation;
@@ -763,117 +624,89 @@ tls_free(struct tls_ctx *ctx)
 }
 
 int
-tls_conn_setup(const struct tls_ctx *ctx, size_t bi, mbedtls_ssl_context *ssl, struct tls_io *io)
+tls_conn_setup(const struct tls_ctx *ctx, size_t backend, const char *target_host, struct tls_conn *tc,
+    struct relay_io *io)
 {
-	int ret;
-
-	io->backend = bi;
-	io->first_byte = -1;
-	io->alert_sent = 0;
-	io->resumed_name = NULL;
-	io->resumption_mismatch = false;
-	mbedtls_ssl_init(ssl);
-	if ((ret = mbedtls_ssl_setup(ssl, &ctx->servers[bi].conf)) != 0)
-		return ret;
-#if MBEDTLS_VERSION_MAJOR >= 3
-	mbedtls_ssl_set_user_data_p(ssl, io);
-#endif
-	mbedtls_ssl_set_bio(ssl, io, bio_send, bio_recv, NULL);
-	return 0;
-}
-
-#if MBEDTLS_VERSION_MAJOR < 3
-/*
- * Between records a record buffer holds only its 8-byte sequence number and
- * the record header, at its start; the rest is scratch for the next record.
- * The whole pages past that are dropped (they read back as zeros).
- */
-#define TRIM_KEEP 64
-
-static void
-trim_buffer(unsigned char *p)
-{
-	long page = sysconf(_SC_PAGESIZE);
-	uintptr_t start, end;
-
-	if (p == NULL || page <= 0)
-		return;
-	start = ((uintptr_t)p + TRIM_KEEP + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
-	end = ((uintptr_t)p + malloc_usable_size(p)) & ~((uintptr_t)page - 1);
-	if (end > start)
-		madvise((void *)start, end - start, MADV_DONTNEED);
+	tc->io = io;
+	tc->server = backend;
+	tc->target_host = target_host;
+	tc->sni[0] = '\0';
+	tc->sni_rejected = false;
+	tc->first_byte = -1;
+	tc->alert_sent = 0;
+	tc->resumed_name = NULL;
+	tc->resumption_mismatch = false;
+	mbedtls_ssl_init(&tc->ssl);
+	tc->ready = true;
+	mbedtls_ssl_set_bio(&tc->ssl, tc, bio_send, bio_recv, NULL);
+	return mbedtls_ssl_setup(&tc->ssl, &ctx->servers[backend].conf);
 }
 
 void
-tls_trim(mbedtls_ssl_context *ssl)
+tls_conn_free(struct tls_conn *tc)
 {
-	/* in_left: part of a record is in; check_pending: a whole one is not processed yet. */
-	if (ssl->in_left == 0 && mbedtls_ssl_check_pending(ssl) == 0 && mbedtls_ssl_get_bytes_avail(ssl) == 0)
-		trim_buffer(ssl->in_buf);
-	if (ssl->out_left == 0)
-		trim_buffer(ssl->out_buf);
+	if (tc->ready)
+		mbedtls_ssl_free(&tc->ssl);
+	tc->ready = false;
 }
-#else
-void
-tls_trim(mbedtls_ssl_context *ssl)
-{
-	(void)ssl;      /* mbedTLS 3 hides the buffers (and can size them itself) */
-}
-#endif
 
-const char *
-tls_failure_reason(int err, const struct tls_io *io)
+void
+tls_conn_trim(struct tls_conn *tc)
 {
-	if (io->resumption_mismatch)
-		return "resumption_name_mismatch";
-	if (io->sni_rejected || io->alert_sent == MBEDTLS_SSL_ALERT_MSG_UNRECOGNIZED_NAME)
-		return "unrecognized_name";
-	if (io->alert_sent == MBEDTLS_SSL_ALERT_MSG_NO_APPLICATION_PROTOCOL)
-		return "no_application_protocol";
+	tls_internals_trim(&tc->ssl);
+}
+
+enum hs_failure
+tls_conn_failure(const struct tls_conn *tc, int err)
+{
+	if (tc->resumption_mismatch)
+		return HS_FAIL_RESUMPTION_NAME_MISMATCH;
+	if (tc->sni_rejected || tc->alert_sent == MBEDTLS_SSL_ALERT_MSG_UNRECOGNIZED_NAME)
+		return HS_FAIL_UNRECOGNIZED_NAME;
+	if (tc->alert_sent == MBEDTLS_SSL_ALERT_MSG_NO_APPLICATION_PROTOCOL)
+		return HS_FAIL_NO_APPLICATION_PROTOCOL;
 	/* A TLS stream starts with a handshake record (content type 22). */
-	if (io->first_byte >= 0 && io->first_byte != MBEDTLS_SSL_MSG_HANDSHAKE)
-		return "not_tls";
+	if (tc->first_byte >= 0 && tc->first_byte != MBEDTLS_SSL_MSG_HANDSHAKE)
+		return HS_FAIL_NOT_TLS;
 	switch (err) {
 	case MBEDTLS_ERR_SSL_CONN_EOF:
 	case MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY:
-		return "eof";
+		return HS_FAIL_EOF;
 	case MBEDTLS_ERR_NET_CONN_RESET:
 	case MBEDTLS_ERR_NET_RECV_FAILED:
 	case MBEDTLS_ERR_NET_SEND_FAILED:
-		return "reset";
+		return HS_FAIL_RESET;
 	case MBEDTLS_ERR_SSL_NO_CIPHER_CHOSEN:
 	case MBEDTLS_ERR_SSL_NO_USABLE_CIPHERSUITE:
-		return "no_shared_cipher";
+		return HS_FAIL_NO_SHARED_CIPHER;
 	case MBEDTLS_ERR_SSL_BAD_HS_PROTOCOL_VERSION:
-		return "protocol_version";
+		return HS_FAIL_PROTOCOL_VERSION;
 	case MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE:
-		return "client_alert";
+		return HS_FAIL_CLIENT_ALERT;
 	case MBEDTLS_ERR_SSL_INVALID_RECORD:
 	case MBEDTLS_ERR_SSL_UNEXPECTED_RECORD:
 	case MBEDTLS_ERR_SSL_UNEXPECTED_MESSAGE:
 	case MBEDTLS_ERR_SSL_BAD_INPUT_DATA:
-		return "not_tls";
+		return HS_FAIL_NOT_TLS;
 	case MBEDTLS_ERR_SSL_BAD_HS_CLIENT_HELLO:
-		return "bad_client_hello";
+		return HS_FAIL_BAD_CLIENT_HELLO;
 	default:
-		return "other";
+		return HS_FAIL_OTHER;
 	}
 }
 
 int
-tls_handshake(mbedtls_ssl_context *ssl, struct tls_io *io)
+tls_conn_handshake(struct tls_conn *tc)
 {
 	int ret;
 
-	handshaking = io;
-	handshaking_ssl = ssl;
-	ret = mbedtls_ssl_handshake(ssl);
-	handshaking_ssl = NULL;
+	handshaking = tc;
+	ret = mbedtls_ssl_handshake(&tc->ssl);
 	handshaking = NULL;
-	base_table_take_back(ssl);
+	tls_internals_take_back(&tc->ssl);
 	/* Resumed under a name other than the one the session was made for. */
-	if (ret == 0 && io->resumed_name != NULL && strcasecmp(io->resumed_name, server_name(io)) != 0) {
-		io->resumption_mismatch = true;
+	if (ret == 0 && tc->resumed_name != NULL && strcasecmp(tc->resumed_name, server_name(tc)) != 0) {
+		tc->resumption_mismatch = true;
 		return MBEDTLS_ERR_SSL_BAD_HS_CLIENT_HELLO;
 	}
 	return ret;

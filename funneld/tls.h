@@ -1,5 +1,8 @@
-/* TLS with mbedTLS: certificates, one server configuration per backend,
- * SNI, ALPN, session tickets and cache, and the socket glue. */
+/*
+ * TLS with mbedTLS's public API: certificates, one server configuration per
+ * backend, SNI, ALPN, session tickets and the session cache, and the glue
+ * between mbedTLS and a relay connection's buffers (struct relay_io).
+ */
 #ifndef FUNNELD_TLS_H
 #define FUNNELD_TLS_H
 
@@ -11,24 +14,17 @@
 
 #include "buf.h"
 #include "config.h"
+#include "result.h"
 
 struct tls_ctx;
 
-/*
- * What a connection's TLS context reaches through its BIO pointer.  mbedTLS
- * never touches the socket itself: it takes ciphertext from rx, which is
- * read ahead of it, and puts what it sends into tx, which the connection
- * flushes, so that a handshake flight (with the 101 before it) or several
- * records leave in one send().
- */
-struct tls_io {
-	int fd;
-	struct bufpool *pool;
-	bool readable;                  /* the socket may hold bytes: cleared by a short read */
-	struct buf rx;                  /* read from the socket, not yet taken by mbedTLS */
-	struct buf tx;                  /* written by mbedTLS, not yet sent */
-	const char *target_host;        /* the target the relay asked for, for SNI */
-	size_t backend;                 /* index of the backend in the configuration */
+/* One connection's TLS: the mbedTLS context and what its handshake learnt. */
+struct tls_conn {
+	mbedtls_ssl_context ssl;
+	bool ready;                     /* ssl is set up: tls_conn_free() frees it */
+	struct relay_io *io;
+	size_t server;                  /* the routed backend's index: its certificates and ALPN */
+	const char *target_host;        /* the routed target's host, which SNI may name */
 	char sni[256];                  /* the client's server name, "" if none */
 	bool sni_rejected;
 	int first_byte;                 /* of the client's TLS stream, -1 before any */
@@ -37,15 +33,15 @@ struct tls_io {
 	bool resumption_mismatch;
 };
 
-/* The most tx can hold: a handshake flight with a long chain, or a buffer of records and an alert. */
+/* The most io->tx may hold: a handshake flight with a long chain, or a buffer of records and an alert. */
 #define TLS_TX_MAX (4 * BUF_SIZE)
 
-void tls_io_free(struct tls_io *io);            /* gives back what rx and tx hold */
-
-/* Process-wide: RNG for this thread; call in every thread using TLS. */
+/* Process-wide, once: mbedTLS's own set-up; what says what is in use (for the log). */
+int tls_global_init(char *what, size_t len);
+void tls_global_done(void);
+/* Per thread: the random generator of every thread that runs TLS. */
 int tls_thread_init(void);
 void tls_thread_done(void);
-void tls_global_done(void);
 
 /*
  * Load every certificate and key the configuration names and build one
@@ -54,21 +50,24 @@ void tls_global_done(void);
 int tls_load(const struct config *cfg, struct tls_ctx **out, char *err, size_t errlen);
 void tls_free(struct tls_ctx *ctx);
 
-/* Prepare ssl for backend number bi of the configuration ctx was built from. */
-int tls_conn_setup(const struct tls_ctx *ctx, size_t bi, mbedtls_ssl_context *ssl, struct tls_io *io);
+/* Prepare tc for backend number backend of the configuration ctx was built from. */
+int tls_conn_setup(const struct tls_ctx *ctx, size_t backend, const char *target_host, struct tls_conn *tc,
+    struct relay_io *io);
+void tls_conn_free(struct tls_conn *tc);
 
 /* mbedtls_ssl_handshake, with resumption bound to the server name. */
-int tls_handshake(mbedtls_ssl_context *ssl, struct tls_io *io);
+int tls_conn_handshake(struct tls_conn *tc);
+
+/* Why a handshake that returned err failed. */
+enum hs_failure tls_conn_failure(const struct tls_conn *tc, int err);
 
 /*
- * Give the memory behind mbedTLS's two ~16.7 KiB record buffers back to the
- * kernel while a connection is idle; they fault back in when used.  Does
- * nothing while mbedTLS holds input it has not processed.
+ * Give the memory behind mbedTLS's record buffers back to the kernel while
+ * a connection is idle (where the library allows it); it faults back in
+ * when used.  Does nothing while mbedTLS holds input it has not processed.
  */
-void tls_trim(mbedtls_ssl_context *ssl);
+void tls_conn_trim(struct tls_conn *tc);
 
-/* A short, stable name for a handshake failure (for logs and metrics). */
-const char *tls_failure_reason(int mbedtls_err, const struct tls_io *io);
 /* mbedtls_strerror into buf. */
 const char *tls_strerror(int err, char *buf, size_t len);
 

@@ -1,9 +1,6 @@
-/*
- * Workers: each thread owns an event_base, an accept event per listener and
- * its connections.  Nothing per connection crosses threads; the main thread
- * only flips server.phase and wakes the workers with worker_notify().
- */
+/* Workers; see worker.h.  The only owner of a worker's list of connections. */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -12,8 +9,11 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
-#include "funneld.h"
+#include "conn.h"
+#include "listener.h"
 #include "log.h"
+#include "server.h"
+#include "worker.h"
 
 #define ACCEPT_BATCH 64                 /* per wake-up, so one listener cannot starve the rest */
 #define ACCEPT_PAUSE_MS 100             /* after EMFILE/ENFILE */
@@ -39,6 +39,18 @@ accept_resume(evutil_socket_t fd, short what, void *arg)
 		accept_enable(w, true);
 }
 
+void
+worker_adopt(struct worker *w, int fd, const struct listener *l, const struct sockaddr *peer)
+{
+	struct conn *c = conn_new(&w->owner, fd, peer);
+
+	if (c == NULL)
+		return;
+	TAILQ_INSERT_TAIL(&w->conns, c, entry);
+	w->nconns++;
+	conn_start(c, l);
+}
+
 static void
 on_accept(evutil_socket_t fd, short what, void *arg)
 {
@@ -54,7 +66,7 @@ on_accept(evutil_socket_t fd, short what, void *arg)
 		socklen_t plen = sizeof(peer);
 		int s = accept4(fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (s >= 0) {
-			conn_accept(w, s, l, plen > 0 ? (struct sockaddr *)&peer : NULL);
+			worker_adopt(w, s, l, plen > 0 ? (struct sockaddr *)&peer : NULL);
 			continue;
 		}
 		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
@@ -81,7 +93,7 @@ pool_trim_arm(struct worker *w)
 {
 	struct timeval tv = { 0, POOL_QUIET_MS * 1000 };
 
-	w->pool_takes_seen = w->pool.takes;
+	w->pool_takes_seen = w->owner.pool.takes;
 	evtimer_add(w->pool_trim_ev, &tv);
 }
 
@@ -100,10 +112,44 @@ pool_trim(evutil_socket_t fd, short what, void *arg)
 {
 	struct worker *w = arg;
 
-	if (w->pool.takes != w->pool_takes_seen)
+	if (w->owner.pool.takes != w->pool_takes_seen)
 		pool_trim_arm(w);
 	else
-		bufpool_clear(&w->pool);
+		bufpool_clear(&w->owner.pool);
+}
+
+/* A connection closed: it moves to the reap list, freed once the callbacks unwound. */
+static void
+conn_closed(struct conn_owner *o, struct conn *c)
+{
+	struct worker *w = (struct worker *)((char *)o - offsetof(struct worker, owner));
+
+	TAILQ_REMOVE(&w->conns, c, entry);
+	w->nconns--;
+	TAILQ_INSERT_TAIL(&w->closed, c, entry);
+	event_active(w->reap_ev, EV_READ, 0);
+}
+
+static void
+free_closed(struct worker *w)
+{
+	struct conn *c;
+
+	while ((c = TAILQ_FIRST(&w->closed)) != NULL) {
+		TAILQ_REMOVE(&w->closed, c, entry);
+		conn_free(c);
+	}
+}
+
+/* Runs after the callbacks that closed connections have returned. */
+static void
+reap(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+
+	free_closed(w);
+	if (w->nconns == 0 && atomic_load(&server.phase) != PHASE_RUNNING)
+		event_base_loopbreak(w->owner.base);
 }
 
 /* The main thread changed server.phase. */
@@ -122,24 +168,16 @@ on_control(evutil_socket_t fd, short what, void *arg)
 		if (w->on_accept_stopped != NULL)
 			w->on_accept_stopped();
 		if (w->nconns == 0)
-			event_base_loopbreak(w->base);
+			event_base_loopbreak(w->owner.base);
 		return;
 	case PHASE_STOPPING:
 		accept_enable(w, false);
 		event_del(w->accept_pause_ev);
 		while ((c = TAILQ_FIRST(&w->conns)) != NULL)
-			conn_shutdown(c);
-		event_base_loopbreak(w->base);
+			conn_close(c, RESULT_SHUTDOWN, "shutdown_timeout reached");
+		event_base_loopbreak(w->owner.base);
 		return;
 	}
-}
-
-void
-worker_conn_done(struct worker *w)
-{
-	w->nconns--;
-	if (w->nconns == 0 && atomic_load(&server.phase) != PHASE_RUNNING)
-		event_base_loopbreak(w->base);
 }
 
 void
@@ -154,11 +192,12 @@ worker_main(void *arg)
 	struct worker *w = arg;
 
 	if (tls_thread_init() != 0)
-		fatalx("worker %u: cannot seed the random generator", w->id);
+		fatalx("worker %u: cannot seed the random generator", w->owner.id);
 	if (atomic_load(&server.phase) == PHASE_RUNNING)
 		accept_enable(w, true);
 	/* Runs until on_control breaks the loop, even with nothing to watch. */
-	event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
+	event_base_loop(w->owner.base, EVLOOP_NO_EXIT_ON_EMPTY);
+	free_closed(w);
 	tls_thread_done();
 	if (w->on_exit != NULL)
 		w->on_exit();
@@ -166,12 +205,14 @@ worker_main(void *arg)
 }
 
 int
-worker_start(struct worker *w)
+worker_init(struct worker *w)
 {
 	TAILQ_INIT(&w->conns);
-	if ((w->base = event_base_new()) == NULL)
+	TAILQ_INIT(&w->closed);
+	w->owner.closed = conn_closed;
+	if ((w->owner.base = event_base_new()) == NULL)
 		return -1;
-	if ((w->scratch = malloc(WORKER_SCRATCH)) == NULL)
+	if ((w->owner.scratch = malloc(CONN_SCRATCH)) == NULL)
 		return -1;
 	/* Its own copy (the main thread closes the listeners once all workers
 	 * have stopped accepting): the shared ones and its own. */
@@ -180,24 +221,34 @@ worker_start(struct worker *w)
 	if (w->listeners == NULL || w->accept_ev == NULL)
 		return -1;
 	for (size_t i = 0; i < server.nlisteners; i++) {
-		if (server.listeners[i].worker >= 0 && (unsigned)server.listeners[i].worker != w->id)
+		if (server.listeners[i].worker >= 0 && (unsigned)server.listeners[i].worker != w->owner.id)
 			continue;
 		w->listeners[w->nlisteners] = server.listeners[i];
 		w->listeners[w->nlisteners].unlink_path = NULL;
-		if ((w->accept_ev[w->nlisteners] = event_new(w->base, server.listeners[i].fd, EV_READ | EV_PERSIST,
+		if ((w->accept_ev[w->nlisteners] = event_new(w->owner.base, server.listeners[i].fd, EV_READ | EV_PERSIST,
 		    on_accept, w)) == NULL)
 			return -1;
 		w->nlisteners++;
 	}
 	/* Woken by event_active() from the main thread. */
-	if ((w->ctl_ev = event_new(w->base, -1, EV_PERSIST, on_control, w)) == NULL)
+	if ((w->ctl_ev = event_new(w->owner.base, -1, EV_PERSIST, on_control, w)) == NULL)
 		return -1;
-	if ((w->accept_pause_ev = evtimer_new(w->base, accept_resume, w)) == NULL)
+	if ((w->reap_ev = event_new(w->owner.base, -1, 0, reap, w)) == NULL)
 		return -1;
-	if ((w->pool_trim_ev = evtimer_new(w->base, pool_trim, w)) == NULL)
+	if ((w->accept_pause_ev = evtimer_new(w->owner.base, accept_resume, w)) == NULL)
 		return -1;
-	w->pool.on_spare = on_pool_spare;
-	w->pool.arg = w;
+	if ((w->pool_trim_ev = evtimer_new(w->owner.base, pool_trim, w)) == NULL)
+		return -1;
+	w->owner.pool.on_spare = on_pool_spare;
+	w->owner.pool.arg = w;
+	return 0;
+}
+
+int
+worker_start(struct worker *w)
+{
+	if (worker_init(w) != 0)
+		return -1;
 	if ((errno = pthread_create(&w->thread, NULL, worker_main, w)) != 0)
 		return -1;
 	return 0;
@@ -217,8 +268,10 @@ worker_free(struct worker *w)
 		event_free(w->accept_pause_ev);
 	if (w->pool_trim_ev != NULL)
 		event_free(w->pool_trim_ev);
-	if (w->base != NULL)
-		event_base_free(w->base);
-	free(w->scratch);
-	bufpool_clear(&w->pool);
+	if (w->reap_ev != NULL)
+		event_free(w->reap_ev);
+	if (w->owner.base != NULL)
+		event_base_free(w->owner.base);
+	free(w->owner.scratch);
+	bufpool_clear(&w->owner.pool);
 }

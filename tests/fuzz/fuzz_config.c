@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h"
 #include "config.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -31,22 +32,22 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			const struct backend_conf *b = &cfg->backends[i];
 
 			/* What the daemon relies on after a successful parse. */
-			if (b->socket == NULL || config_backend_cert(cfg, b) == NULL ||
-			    config_backend_key(cfg, b) == NULL || config_backend_alpn(cfg, b) == NULL ||
-			    config_route(cfg, b->host, b->port) != b)
+			if (b->socket == NULL || b->tls.cert == NULL || b->tls.key == NULL ||
+			    (b->tls.alpn.n > 0 && b->tls.alpn.v[b->tls.alpn.n] != NULL) ||
+			    backend_route(cfg, b->host, b->port) != b)
 				abort();
 		}
 		if (cfg->nciphers == 0 || cfg->ciphers[cfg->nciphers] != 0 ||
 		    cfg->ncurves == 0 || cfg->curves[cfg->ncurves] != 0)
 			abort();
 		for (i = 0; i < sizeof(hosts) / sizeof(hosts[0]); i++)
-			(void)config_route(cfg, hosts[i], 443);
+			(void)backend_route(cfg, hosts[i], 443);
 		memset(&sin6, 0, sizeof(sin6));
 		sin6.sin6_family = AF_INET6;
 		sin6.sin6_addr.s6_addr[10] = sin6.sin6_addr.s6_addr[11] = 0xff;
 		sin6.sin6_addr.s6_addr[12] = 100;
 		sin6.sin6_addr.s6_addr[13] = 64;
-		(void)cidr_list_match(cfg->allow, cfg->nallow, (struct sockaddr *)&sin6);
+		(void)addr_cidr_match(cfg->allow, cfg->nallow, (struct sockaddr *)&sin6);
 		config_free(cfg);
 	} else if (cfg != NULL || strchr(err, ':') == NULL)
 		abort();

@@ -1,7 +1,7 @@
 /*
  * libFuzzer target for the whole pre-TLS path of a relay connection:
- * conn_accept() → read_head() (peek, trickle, consume) → ingress_parse() →
- * config_route() → max_connections → backend connect → 101 or a refusal →
+ * worker_adopt() → conn_new() → read_head() (peek, trickle, consume) → ingress_parse() →
+ * backend_route() → max_connections → backend connect → 101 or a refusal →
  * linger, and the start of the TLS handshake behind the 101.
  *
  * At the first call it writes an embedded test-only EC P-256 certificate and
@@ -47,13 +47,15 @@
 
 #include <event2/event.h>
 
-#include "funneld.h"
+#include "backend.h"
+#include "conn.h"
 #include "ingress.h"
+#include "listener.h"
 #include "log.h"
+#include "server.h"
+#include "worker.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-struct server server;
 
 /* Not assert(): this must hold in the -replay build too, NDEBUG or not. */
 #define CHECK(c) do {							\
@@ -186,17 +188,15 @@ init(void)
 	server.nworkers = 1;
 	atomic_store(&server.phase, PHASE_RUNNING);
 
-	/* As worker_start(), minus the thread and the accept events. */
-	TAILQ_INIT(&worker.conns);
-	CHECK((worker.base = event_base_new()) != NULL);
-	CHECK((worker.scratch = malloc(WORKER_SCRATCH)) != NULL);
+	/* As worker_start(), minus the thread. */
+	CHECK(worker_init(&worker) == 0);
 	CHECK((response = malloc(RESPONSE_MAX)) != NULL);
 }
 
 static void
 run_once(void)
 {
-	CHECK(event_base_loop(worker.base, EVLOOP_NONBLOCK) >= 0);
+	CHECK(event_base_loop(worker.owner.base, EVLOOP_NONBLOCK) >= 0);
 }
 
 /* Bytes waiting in the socket funneld reads (only while it still owns it). */
@@ -257,7 +257,7 @@ oracle(const uint8_t *p, size_t len, bool allowed, bool saturated)
 		return e;
 	}
 	s = snapshot_acquire();
-	b = config_route(s->cfg, req.target_host, req.target_port);
+	b = backend_route(s->cfg, req.target_host, req.target_port);
 	if (b == NULL)
 		e.status = 404;
 	else if (saturated)
@@ -379,7 +379,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	active_before = atomic_load(&server.conns_active);
 
 	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) == 0);
-	conn_accept(&worker, fds[1], &listeners[tcp ? 1 : 0], NULL);  /* funneld owns fds[1] now */
+	worker_adopt(&worker, fds[1], &listeners[tcp ? 1 : 0], NULL);  /* funneld owns fds[1] now */
 	CHECK(worker.nconns == 1);
 	want = oracle(p, len, !tcp, saturated);
 

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "addr.h"
 #include "ingress.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -88,7 +89,7 @@ check_accepted(const uint8_t *in, const struct ingress_req *q)
 	for (size_t i = 0; i < hl; i++)
 		CHECK(!(q->target_host[i] >= 'A' && q->target_host[i] <= 'Z'));
 	CHECK(q->target_port != 0);
-	CHECK(split_host_port(q->target_text, strlen(q->target_text), host,
+	CHECK(addr_split_host_port(q->target_text, strlen(q->target_text), host,
 	    sizeof(host), &port) == 0);
 	CHECK(port == q->target_port);
 }
@@ -216,7 +217,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		CHECK(c != NULL);
 		if (n > 0)
 			memcpy(c, in, n);
-		if (split_host_port(c, n, host, cap, &port) == 0) {
+		if (addr_split_host_port(c, n, host, cap, &port) == 0) {
 			CHECK(strlen(host) < cap);
 			CHECK(port != 0);
 		}

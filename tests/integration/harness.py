@@ -25,6 +25,8 @@ import unittest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
 FUNNELD = os.path.join(BUILD, "funneld")
+# The same daemon with the test-only fault points armed (funneld/fault.h).
+FUNNELD_FAULTS = os.path.join(BUILD, "funneld-faults")
 TOOLS = os.path.join(BUILD, "tests", "tools")
 
 RESPONSE_101 = b"HTTP/1.1 101 Switching Protocols\r\n\r\n"
@@ -198,7 +200,8 @@ class Backend:
 class Funneld:
     """The real daemon, with a generated config, stderr captured to a file."""
 
-    def __init__(self, workdir, config_text, env=None, args=None):
+    def __init__(self, workdir, config_text, env=None, args=None, binary=FUNNELD):
+        self.binary = binary
         self.workdir = workdir
         self.config_path = os.path.join(workdir, "funneld.conf")
         self.log_path = os.path.join(workdir, "funneld.log")
@@ -221,7 +224,7 @@ class Funneld:
         # FUNNELD_WRAPPER (e.g. "valgrind --leak-check=full", see `make valgrind`) runs
         # funneld under a tool; it goes right before the binary, after any prefix.
         wrapper = os.environ.get("FUNNELD_WRAPPER", "").split()
-        cmd = (prefix or []) + wrapper + [FUNNELD, "-c", self.config_path] + self.args
+        cmd = (prefix or []) + wrapper + [self.binary, "-c", self.config_path] + self.args
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.logf, stderr=self.logf,
                                      env=self.env, preexec_fn=die_with_parent)
         if wait:
@@ -819,9 +822,9 @@ class ClassDaemonCase(unittest.TestCase):
     ledger_timeout = 20
 
     @classmethod
-    def start_funneld(cls, config, prefix=None):
+    def start_funneld(cls, config, prefix=None, **kw):
         try:
-            cls.funneld = Funneld(cls.wd.path, config).start(prefix=prefix)
+            cls.funneld = Funneld(cls.wd.path, config, **kw).start(prefix=prefix)
         except BaseException:
             cls.tearDownClass()
             raise

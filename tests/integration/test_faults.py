@@ -12,7 +12,11 @@
     again by itself once descriptors are free;
 (e) 5,000 slow heads trickling a byte at a time: bounded RSS, each closed
     with 408 at about header_timeout, a well-behaved client served meanwhile;
-(f) max_connections reached: 503, and room again after one stream ends.
+(f) max_connections reached: 503, and room again after one stream ends;
+(g) a connection closed by the step that completes its handshake (the PROXY
+    header cannot be queued: a fault point of build/funneld-faults) is not
+    touched again by the code that called that step (under ASan this was a
+    use after free).
 
 Every connection made must leave exactly one log record.
 """
@@ -714,3 +718,49 @@ class MaxConnectionsRecovery(FaultCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ClosedWhenHandshakeCompletes(FaultCase):
+    """The step after a completed handshake closes the connection (its PROXY
+    header cannot be queued, FUNNELD_FAULT=proxy_header_queue).  The code
+    that called that step must not go on with the connection: it ends once,
+    logged once, nothing reaches the backend, and funneld serves on."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.wd = h.Workdir()
+        cert, key = h.leaf_once(TARGET, "ec")
+        cls.be = h.Backend(cls.wd("be.sock"), mode="echo")
+        cls.backends = [cls.be]
+        cls.addr = cls.wd("relay.sock")
+        cls.start_funneld(h.make_config("unix:" + cls.addr, cert, key, [
+            (f"{TARGET}:443", cls.be.path, "proxy_protocol = v2"),
+        ]), binary=h.FUNNELD_FAULTS, env={"FUNNELD_FAULT": "proxy_header_queue"})
+
+    def test_closed_once_and_funneld_serves_on(self):
+        for i in range(3):
+            s = h.connect(self.addr)
+            self.ledger.add()
+            tls = h.TLSStream(s, h.client_context(), TARGET)
+            s.sendall(h.ingress_head() + tls.client_hello())
+            self.assertEqual(h.recv_exact(s, len(h.RESPONSE_101), 20), h.RESPONSE_101)
+            # The handshake completes on funneld's side, which then closes:
+            # the client sees the end of the stream, never plaintext.
+            try:
+                tls.handshake()
+                got, closed = h.tls_transfer(tls, b"x" * 100, 1, timeout=20)
+                self.assertEqual(got, b"")
+                self.assertIsNotNone(closed)
+            except (ssl.SSLError, OSError, AssertionError):
+                pass
+            tls.close()
+            recs = self.ledger.wait(i + 1)
+            self.assertEqual(recs[-1]["result"], "backend_error")
+            self.assertEqual(recs[-1]["reason"], "out of memory")
+            self.alive()
+        # Not one byte reached the backend: the header was never queued.
+        self.assertEqual(self.be.total_received(), 0)
+        # A refusal still works: the worker is not wedged.
+        status, _, _, raw = self.refused(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(status, 404, raw)
+        self.alive()

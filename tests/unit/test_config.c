@@ -18,7 +18,9 @@
 #include <mbedtls/ecp.h>
 #include <mbedtls/ssl.h>
 
+#include "backend.h"
 #include "config.h"
+#include "config_values.h"
 
 /* The smallest valid tail: a cert pair and one backend. */
 #define TAIL "[tls]\ncert = /c.pem\nkey = /k.pem\n[backend a.example:443]\nsocket = /run/a.sock\n"
@@ -51,34 +53,6 @@ expect_error(const char *text, const char *want)
 	assert_int_equal(rc, -1);
 	assert_null(cfg);
 	assert_string_equal(err, want);
-}
-
-static struct sockaddr_storage
-sa(const char *addr)
-{
-	struct sockaddr_storage ss;
-
-	memset(&ss, 0, sizeof(ss));
-	if (strchr(addr, ':') != NULL) {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-
-		s6->sin6_family = AF_INET6;
-		assert_int_equal(inet_pton(AF_INET6, addr, &s6->sin6_addr), 1);
-	} else {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-
-		s4->sin_family = AF_INET;
-		assert_int_equal(inet_pton(AF_INET, addr, &s4->sin_addr), 1);
-	}
-	return ss;
-}
-
-static bool
-match(const struct cidr *list, size_t n, const char *addr)
-{
-	struct sockaddr_storage ss = sa(addr);
-
-	return cidr_list_match(list, n, (struct sockaddr *)&ss);
 }
 
 static int
@@ -165,12 +139,15 @@ test_defaults(void **state)
 	assert_string_equal(b->socket, "/run/a.sock");
 	assert_int_equal(b->proxy, PROXY_OFF);
 	assert_int_equal(b->line, 4);
-	assert_null(b->tls.cert);
-	assert_null(b->tls.key);
+	/* What [tls] gives it is in force in its own tls_conf. */
 	assert_false(b->tls.alpn_set);
-	assert_string_equal(config_backend_cert(cfg, b), "/c.pem");
-	assert_string_equal(config_backend_key(cfg, b), "/k.pem");
-	assert_ptr_equal(config_backend_alpn(cfg, b), &cfg->tls.alpn);
+	assert_string_equal(b->tls.cert, "/c.pem");
+	assert_string_equal(b->tls.key, "/k.pem");
+	assert_int_equal(b->tls.cert_line, cfg->tls.cert_line);
+	assert_int_equal(b->tls.alpn.n, 2);
+	assert_string_equal(b->tls.alpn.v[0], "h2");
+	assert_string_equal(b->tls.alpn.v[1], "http/1.1");
+	assert_null(b->tls.alpn.v[2]);
 	config_free(cfg);
 }
 
@@ -242,10 +219,9 @@ test_every_key(void **state)
 	assert_string_equal(b->tls.cert, "/etc/b.pem");
 	assert_int_equal(b->tls.cert_line, 24);
 	assert_true(b->tls.alpn_set);
-	assert_string_equal(config_backend_cert(cfg, b), "/etc/b.pem");
-	assert_string_equal(config_backend_key(cfg, b), "/etc/b.key");
-	assert_int_equal(config_backend_alpn(cfg, b)->n, 1);
-	assert_string_equal(config_backend_alpn(cfg, b)->v[0], "h2");
+	assert_string_equal(b->tls.key, "/etc/b.key");
+	assert_int_equal(b->tls.alpn.n, 1);
+	assert_string_equal(b->tls.alpn.v[0], "h2");
 	config_free(cfg);
 }
 
@@ -519,10 +495,10 @@ test_cert_key_pairs(void **state)
 	/* Every backend with its own pair: [tls] needs none. */
 	cfg = parse_ok("[backend x:1]\nsocket = /a\ncert = /xc\nkey = /xk\nalpn =\n");
 	assert_null(cfg->tls.cert);
-	assert_string_equal(config_backend_cert(cfg, &cfg->backends[0]), "/xc");
-	assert_string_equal(config_backend_key(cfg, &cfg->backends[0]), "/xk");
+	assert_string_equal(cfg->backends[0].tls.cert, "/xc");
+	assert_string_equal(cfg->backends[0].tls.key, "/xk");
 	assert_true(cfg->backends[0].tls.alpn_set);
-	assert_int_equal(config_backend_alpn(cfg, &cfg->backends[0])->n, 0);
+	assert_int_equal(cfg->backends[0].tls.alpn.n, 0);
 	assert_int_equal(cfg->tls.alpn.n, 2);
 	config_free(cfg);
 }
@@ -676,163 +652,11 @@ test_alpn_length(void **state)
  */
 
 static void
-test_parse_cidr(void **state)
+test_address_keys(void **state)
 {
-	static const char *const bad[] = {
-		"", "/8", "10.0.0.0/", "10.0.0.0/33", "10.0.0/8", "10.0.0.0/8/8", "10.0.0.0/-1",
-		"10.0.0.0/+8", "10.0.0.0/ 8", "10.0.0.0/0008", "::/129", "fe80::1%eth0", "1.2.3.4.5",
-		"010.0.0.0/8", "example.com/8", " 10.0.0.0/8", "10.0.0.1/8", "fd7a::1/16",
-		"::1/0", "0.0.0.1/0", "11.0.0.0/7",
-	};
-	struct cidr c;
-	size_t i;
-
-	assert_int_equal(parse_cidr("10.0.0.0/8", &c), 0);
-	assert_int_equal(c.family, AF_INET);
-	assert_int_equal(c.prefix, 8);
-	assert_memory_equal(c.addr, "\x0a\0\0\0", 4);
-	assert_int_equal(parse_cidr("0.0.0.0/0", &c), 0);
-	assert_int_equal(c.prefix, 0);
-	assert_int_equal(parse_cidr("192.0.2.7", &c), 0);
-	assert_int_equal(c.prefix, 32);
-	assert_int_equal(parse_cidr("192.0.2.7/32", &c), 0);
-	assert_int_equal(parse_cidr("100.64.0.0/10", &c), 0);
-	assert_int_equal(parse_cidr("::/0", &c), 0);
-	assert_int_equal(c.family, AF_INET6);
-	assert_int_equal(c.prefix, 0);
-	assert_int_equal(parse_cidr("2001:db8::1", &c), 0);
-	assert_int_equal(c.prefix, 128);
-	assert_int_equal(parse_cidr("fd7a:115c:a1e0::/48", &c), 0);
-	assert_int_equal(c.prefix, 48);
-	/* IPv4-mapped nets become IPv4, as peers are compared. */
-	assert_int_equal(parse_cidr("::ffff:10.0.0.0/104", &c), 0);
-	assert_int_equal(c.family, AF_INET);
-	assert_int_equal(c.prefix, 8);
-	assert_memory_equal(c.addr, "\x0a\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 16);
-	assert_int_equal(parse_cidr("::ffff:0:0/96", &c), 0);
-	assert_int_equal(c.family, AF_INET);
-	assert_int_equal(c.prefix, 0);
-
-	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		if (parse_cidr(bad[i], &c) != -1)
-			print_error("CIDR \"%s\" accepted\n", bad[i]);
-		assert_int_equal(parse_cidr(bad[i], &c), -1);
-	}
-	assert_int_equal(parse_cidr(NULL, &c), -1);
-
 	expect_error("[funneld]\nallow = 10.0.0.0/33\n", "t.conf:2: bad CIDR \"10.0.0.0/33\" in allow");
 	expect_error("[funneld]\nallow = 10.0.0.0/8, 10.0.0.1/8\n",
 	    "t.conf:2: bad CIDR \"10.0.0.1/8\" in allow: host bits set");
-}
-
-static void
-test_cidr_match(void **state)
-{
-	struct cidr list[3];
-	struct sockaddr_un sun;
-
-	assert_int_equal(parse_cidr("100.64.0.0/10", &list[0]), 0);
-	assert_int_equal(parse_cidr("fd7a:115c:a1e0::/48", &list[1]), 0);
-	assert_int_equal(parse_cidr("192.0.2.9", &list[2]), 0);
-
-	assert_true(match(list, 3, "100.64.0.0"));
-	assert_true(match(list, 3, "100.100.1.2"));
-	assert_true(match(list, 3, "100.127.255.255"));
-	assert_false(match(list, 3, "100.128.0.0"));
-	assert_false(match(list, 3, "100.63.255.255"));
-	assert_true(match(list, 3, "192.0.2.9"));
-	assert_false(match(list, 3, "192.0.2.8"));
-	assert_true(match(list, 3, "fd7a:115c:a1e0::1"));
-	assert_true(match(list, 3, "fd7a:115c:a1e0:ffff:ffff:ffff:ffff:ffff"));
-	assert_false(match(list, 3, "fd7a:115c:a1e1::1"));
-	assert_false(match(list, 3, "::1"));
-	/* IPv4-mapped peers compare as IPv4. */
-	assert_true(match(list, 3, "::ffff:100.101.102.103"));
-	assert_true(match(list, 3, "::ffff:192.0.2.9"));
-	assert_false(match(list, 3, "::ffff:100.128.0.1"));
-	/* An empty list, or the first n only. */
-	assert_false(match(list, 0, "100.64.0.1"));
-	assert_false(match(list, 2, "192.0.2.9"));
-
-	/* ::/0 does not take IPv4 peers, mapped or not; 0.0.0.0/0 takes them all. */
-	assert_int_equal(parse_cidr("::/0", &list[0]), 0);
-	assert_false(match(list, 1, "::ffff:1.2.3.4"));
-	assert_false(match(list, 1, "1.2.3.4"));
-	assert_true(match(list, 1, "2001:db8::1"));
-	assert_int_equal(parse_cidr("0.0.0.0/0", &list[0]), 0);
-	assert_true(match(list, 1, "::ffff:1.2.3.4"));
-	assert_true(match(list, 1, "255.255.255.255"));
-	assert_false(match(list, 1, "2001:db8::1"));
-
-	memset(&sun, 0, sizeof(sun));
-	sun.sun_family = AF_UNIX;
-	assert_false(cidr_list_match(list, 1, (struct sockaddr *)&sun));
-	assert_false(cidr_list_match(list, 1, NULL));
-}
-
-static void
-test_parse_listen(void **state)
-{
-	static const char *const bad[] = {
-		"", "1.2.3:80", "1.2.3.4", "1.2.3.4:0", "1.2.3.4:65536", "1.2.3.4:", "1.2.3.4:+80",
-		"1.2.3.4:080000", ":80", "::1:80", "[::1]80", "[::1]", "[1.2.3.4]:80", "[fe80::1%eth0]:80",
-		"example.com:80", "*", "*:", "unix:", "unix:run/x.sock", "unix:/a\tb", " 1.2.3.4:80",
-		"1.2.3.4:80 ",
-	};
-	struct listen_addr la;
-	struct sockaddr_in *s4 = (struct sockaddr_in *)&la.ss;
-	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&la.ss;
-	struct sockaddr_un *su = (struct sockaddr_un *)&la.ss;
-	char path[256];
-	size_t i;
-
-	assert_int_equal(parse_listen("127.0.0.1:4443", &la), 0);
-	assert_int_equal(la.kind, LISTEN_TCP);
-	assert_int_equal(s4->sin_family, AF_INET);
-	assert_int_equal(ntohs(s4->sin_port), 4443);
-	assert_int_equal(ntohl(s4->sin_addr.s_addr), 0x7f000001);
-	assert_int_equal(la.sslen, sizeof(struct sockaddr_in));
-	assert_string_equal(la.text, "127.0.0.1:4443");
-
-	assert_int_equal(parse_listen("LocalHost:1", &la), 0);
-	assert_int_equal(ntohl(s4->sin_addr.s_addr), 0x7f000001);
-	assert_int_equal(ntohs(s4->sin_port), 1);
-
-	assert_int_equal(parse_listen("[::1]:65535", &la), 0);
-	assert_int_equal(s6->sin6_family, AF_INET6);
-	assert_int_equal(ntohs(s6->sin6_port), 65535);
-	assert_true(IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr));
-	assert_int_equal(la.sslen, sizeof(struct sockaddr_in6));
-
-	assert_int_equal(parse_listen("*:443", &la), 0);
-	assert_int_equal(s6->sin6_family, AF_INET6);
-	assert_true(IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr));
-	assert_int_equal(ntohs(s6->sin6_port), 443);
-	assert_string_equal(la.text, "*:443");
-
-	assert_int_equal(parse_listen("unix:/run/funneld/ingress.sock", &la), 0);
-	assert_int_equal(la.kind, LISTEN_UNIX);
-	assert_int_equal(su->sun_family, AF_UNIX);
-	assert_string_equal(su->sun_path, "/run/funneld/ingress.sock");
-	assert_int_equal(la.sslen, offsetof(struct sockaddr_un, sun_path) + strlen("/run/funneld/ingress.sock") + 1);
-
-	/* sun_path holds 107 bytes and the NUL. */
-	memcpy(path, "unix:/", 6);
-	memset(path + 6, 'p', 106);
-	path[112] = '\0';
-	assert_int_equal(parse_listen(path, &la), 0);
-	assert_int_equal(strlen(su->sun_path), 107);
-	path[112] = 'p';
-	path[113] = '\0';
-	assert_int_equal(parse_listen(path, &la), -1);
-
-	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		if (parse_listen(bad[i], &la) != -1)
-			print_error("listen \"%s\" accepted\n", bad[i]);
-		assert_int_equal(parse_listen(bad[i], &la), -1);
-	}
-	assert_int_equal(parse_listen(NULL, &la), -1);
-
 	expect_error("[funneld]\nlisten = 127.0.0.1:1,\n  1.2.3:80\n", "t.conf:3: bad listen address \"1.2.3:80\"");
 	expect_error("[funneld]\nmetrics = /run/m.sock\n",
 	    "t.conf:2: bad metrics address \"/run/m.sock\" (unix:/path or host:port)");
@@ -854,29 +678,29 @@ test_route(void **state)
 	    "[backend [2001:db8::1]:443]\nsocket = /v6\n");
 	const struct backend_conf *b;
 
-	b = config_route(cfg, "node.tailnet.ts.net", 443);
+	b = backend_route(cfg, "node.tailnet.ts.net", 443);
 	assert_non_null(b);
 	assert_string_equal(b->socket, "/node443");
 	/* Case and a trailing dot do not matter. */
-	assert_ptr_equal(config_route(cfg, "NODE.tailnet.TS.net", 443), b);
-	assert_ptr_equal(config_route(cfg, "node.tailnet.ts.net.", 443), b);
-	assert_string_equal(config_route(cfg, "node.tailnet.ts.net", 8443)->socket, "/node8443");
-	assert_string_equal(config_route(cfg, "other.ts.net.", 443)->socket, "/other443");
+	assert_ptr_equal(backend_route(cfg, "NODE.tailnet.TS.net", 443), b);
+	assert_ptr_equal(backend_route(cfg, "node.tailnet.ts.net.", 443), b);
+	assert_string_equal(backend_route(cfg, "node.tailnet.ts.net", 8443)->socket, "/node8443");
+	assert_string_equal(backend_route(cfg, "other.ts.net.", 443)->socket, "/other443");
 	/* Exact beats the wildcard defined before it; others get the wildcard. */
-	assert_string_equal(config_route(cfg, "unknown.ts.net", 443)->socket, "/wild443");
-	assert_string_equal(config_route(cfg, "node.tailnet.ts.net..", 443)->socket, "/wild443");
-	assert_string_equal(config_route(cfg, "node.tailnet.ts", 443)->socket, "/wild443");
-	assert_string_equal(config_route(cfg, "node.tailnet.ts.net.x", 443)->socket, "/wild443");
-	assert_string_equal(config_route(cfg, "", 443)->socket, "/wild443");
-	assert_string_equal(config_route(cfg, NULL, 443)->socket, "/wild443");
+	assert_string_equal(backend_route(cfg, "unknown.ts.net", 443)->socket, "/wild443");
+	assert_string_equal(backend_route(cfg, "node.tailnet.ts.net..", 443)->socket, "/wild443");
+	assert_string_equal(backend_route(cfg, "node.tailnet.ts", 443)->socket, "/wild443");
+	assert_string_equal(backend_route(cfg, "node.tailnet.ts.net.x", 443)->socket, "/wild443");
+	assert_string_equal(backend_route(cfg, "", 443)->socket, "/wild443");
+	assert_string_equal(backend_route(cfg, NULL, 443)->socket, "/wild443");
 	/* IPv6 literals match in any spelling. */
-	assert_string_equal(config_route(cfg, "2001:DB8:0:0::1", 443)->socket, "/v6");
-	assert_string_equal(config_route(cfg, "2001:db8::2", 443)->socket, "/wild443");
+	assert_string_equal(backend_route(cfg, "2001:DB8:0:0::1", 443)->socket, "/v6");
+	assert_string_equal(backend_route(cfg, "2001:db8::2", 443)->socket, "/wild443");
 	/* No backend on the port, no wildcard there. */
-	assert_null(config_route(cfg, "other.ts.net", 8443));
-	assert_null(config_route(cfg, "unknown.ts.net", 8443));
-	assert_null(config_route(cfg, "node.tailnet.ts.net", 80));
-	assert_null(config_route(NULL, "node.tailnet.ts.net", 443));
+	assert_null(backend_route(cfg, "other.ts.net", 8443));
+	assert_null(backend_route(cfg, "unknown.ts.net", 8443));
+	assert_null(backend_route(cfg, "node.tailnet.ts.net", 80));
+	assert_null(backend_route(NULL, "node.tailnet.ts.net", 443));
 	config_free(cfg);
 }
 
@@ -1091,8 +915,7 @@ test_example_file(void **state)
 	assert_non_null(cfg);
 	assert_true(cfg->nlistens > 0);
 	assert_true(cfg->nbackends > 0);
-	assert_non_null(config_route(cfg, "node.tailnet.ts.net", 443));
-	assert_int_equal(config_check_listen(cfg, err, sizeof(err)), 0);
+	assert_non_null(backend_route(cfg, "node.tailnet.ts.net", 443));
 
 	/* The values it shows as defaults are the defaults. */
 	def = parse_ok(TAIL);
@@ -1116,20 +939,6 @@ test_example_file(void **state)
 	assert_memory_equal(cfg->curves, def->curves, (def->ncurves + 1) * sizeof(int));
 	assert_int_equal(cfg->backends[0].proxy, def->backends[0].proxy);
 	config_free(def);
-	config_free(cfg);
-}
-
-static void
-test_check_listen(void **state)
-{
-	struct config *cfg = parse_ok(TAIL);
-	char err[CONFIG_ERR_MAX];
-
-	assert_int_equal(config_check_listen(cfg, err, sizeof(err)), -1);
-	assert_string_equal(err, "t.conf: no listen address in [funneld] and no socket from systemd");
-	config_free(cfg);
-	cfg = parse_ok("[funneld]\nlisten = unix:/run/x\n" TAIL);
-	assert_int_equal(config_check_listen(cfg, err, sizeof(err)), 0);
 	config_free(cfg);
 }
 
@@ -1169,9 +978,7 @@ main(void)
 		cmocka_unit_test(test_list_appending),
 		cmocka_unit_test(test_list_errors),
 		cmocka_unit_test(test_alpn_length),
-		cmocka_unit_test(test_parse_cidr),
-		cmocka_unit_test(test_cidr_match),
-		cmocka_unit_test(test_parse_listen),
+		cmocka_unit_test(test_address_keys),
 		cmocka_unit_test(test_route),
 		cmocka_unit_test(test_credentials),
 		cmocka_unit_test(test_socket_path),
@@ -1180,7 +987,6 @@ main(void)
 		cmocka_unit_test(test_curves),
 		cmocka_unit_test(test_load_file),
 		cmocka_unit_test(test_example_file),
-		cmocka_unit_test(test_check_listen),
 		cmocka_unit_test(test_err_buffer),
 	};
 

@@ -1,8 +1,12 @@
-/* Configuration snapshots: build off to the side, swap, reference-count. */
+/* Process-wide state and configuration snapshots; see server.h. */
 #include <pthread.h>
 #include <stdlib.h>
 
-#include "funneld.h"
+#include "metrics.h"
+#include "server.h"
+#include "tls.h"
+
+struct server server;
 
 static pthread_mutex_t current_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct snapshot *current;

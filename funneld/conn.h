@@ -1,0 +1,116 @@
+/*
+ * One relay connection: the struct and its states.  Private to the files of
+ * the connection (conn.c, splice.c) and its owner (worker.c).
+ *
+ *   READ_HEAD ──▶ HANDSHAKE ──▶ SPLICE ──▶ CLOSED ─(reap)─▶ freed
+ *       └──▶ REFUSING (a refusal is written, input drained) ──▶ CLOSED
+ *
+ * struct conn owns both sockets, the TLS context, its events and timer, and
+ * the snapshot it started with.  conn_close() is the one place a connection
+ * ends: it writes the log record and releases descriptors, events and
+ * buffers at once, and hands the struct to its owner, which frees it
+ * (conn_free) from a reap step after the callbacks have unwound.  So code
+ * that runs after a close (further up the same callback) finds state ==
+ * CONN_CLOSED, never freed memory.
+ */
+#ifndef FUNNELD_CONN_H
+#define FUNNELD_CONN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "buf.h"
+#include "conn_owner.h"
+#include "ingress.h"
+#include "result.h"
+#include "tls.h"
+
+struct listener;
+struct backend_conf;
+struct event;
+
+enum conn_state {
+	CONN_READ_HEAD,
+	CONN_HANDSHAKE,
+	CONN_SPLICE,
+	CONN_REFUSING,
+	CONN_CLOSED,
+};
+
+/* What a connection waits for: its level-triggered events. */
+#define WANT_RELAY_READ    0x1
+#define WANT_RELAY_WRITE   0x2
+#define WANT_BACKEND_READ  0x4
+#define WANT_BACKEND_WRITE 0x8
+
+#define TLS_RECORD_MAX 16384            /* plaintext bytes per record */
+#define TLS_RECORD_WIRE_MAX (TLS_RECORD_MAX + 256)      /* ... and what one costs on the wire */
+#define LINGER_SECONDS 2                /* after a refusal or a lost backend, how long to drain input */
+
+struct conn {
+	TAILQ_ENTRY(conn) entry;        /* in its owner's list */
+	struct conn_owner *owner;
+	struct snapshot *snap;
+	enum conn_state state;
+	uint64_t id;
+	int relay_fd, backend_fd;
+	struct event *relay_rev, *relay_wev, *backend_rev, *backend_wev, *timer;
+	unsigned interest;              /* WANT_* bits whose events are added */
+	struct timespec started;
+	uint64_t last_active;           /* monotonic milliseconds, for idle_timeout */
+	bool trimmed;                   /* tls_conn_trim() ran since last_active */
+
+	bool peer_allowed;
+	char peer[64];
+
+	struct ingress_req req;
+	const struct backend_conf *backend;     /* routed to; NULL before (or when refused) */
+	size_t backend_index;           /* its index in snap->cfg->backends */
+	bool active;                    /* counted in server.conns_active */
+
+	size_t lingered;                /* bytes drained after a refusal or a lost backend */
+	bool relay_shut;                /* our FIN is out */
+
+	struct relay_io io;             /* the relay's socket and buffers, before TLS too */
+	struct tls_conn tls;
+	bool relay_writable;            /* cleared by a short send, set by the write event */
+	bool backend_readable, backend_writable;
+
+	struct buf c2b;                 /* decrypted, for the backend */
+	struct buf b2c;                 /* from the backend, to encrypt */
+	bool c2b_eof, c2b_shut, b2c_eof, b2c_done;
+	bool backend_lost;              /* client gets a FIN without close_notify; its bytes are dropped */
+	uint64_t bytes_in, bytes_out;
+
+	int status;                     /* HTTP status answered */
+	enum conn_result result;
+	enum hs_failure hs_failure;
+	const char *reason;
+	char detail[96];
+};
+
+/*
+ * For the owner (worker.c): a new connection on the accepted fd (NULL when
+ * out of memory: fd is closed), which the owner lists before conn_start();
+ * conn_close() for a forced end; conn_free() once closed() told it so.
+ */
+struct conn *conn_new(struct conn_owner *o, int fd, const struct sockaddr *peer);
+void conn_start(struct conn *c, const struct listener *l);
+void conn_close(struct conn *c, enum conn_result result, const char *reason);
+void conn_free(struct conn *c);
+
+/* Between conn.c and splice.c. */
+void conn_set_interest(struct conn *c, unsigned want);
+void conn_arm_timer_ms(struct conn *c, uint64_t ms);
+void conn_note_activity(struct conn *c);
+uint64_t conn_now_ms(void);
+int conn_flush_tx(struct conn *c);
+
+/* splice.c: move what can move now both ways; returns the WANT_* bits to
+ * wait for (the connection may be CONN_CLOSED afterwards). */
+unsigned splice_pump(struct conn *c);
+
+#endif

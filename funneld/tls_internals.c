@@ -1,0 +1,205 @@
+/* mbedTLS internals, fenced; see tls_internals.h. */
+#include <stdio.h>
+
+#include <mbedtls/version.h>
+
+#include "tls_internals.h"
+
+#if MBEDTLS_VERSION_NUMBER >= 0x021C0000 && MBEDTLS_VERSION_NUMBER < 0x021D0000
+
+#include <malloc.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <mbedtls/ecp.h>
+#include <mbedtls/platform.h>
+#include <mbedtls/ssl_internal.h>       /* ssl->handshake, ssl->state, in_buf, in_left, out_buf, out_left */
+
+/* The record buffers come from calloc: malloc_usable_size() and madvise() below rely on it. */
+#if defined(MBEDTLS_PLATFORM_MEMORY) || defined(MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH)
+#error "tls_internals.c assumes mbedtls_calloc is calloc and fixed-size record buffers"
+#endif
+
+#if defined(MBEDTLS_ECDH_LEGACY_CONTEXT) && MBEDTLS_ECP_FIXED_POINT_OPTIM == 1
+#define BASE_TABLES 1
+#endif
+
+static bool active;
+
+bool
+tls_internals_init(char *what, size_t len)
+{
+	unsigned running = mbedtls_version_get_number();
+
+	active = running == MBEDTLS_VERSION_NUMBER;
+	if (active)
+		snprintf(what, len, "mbedTLS %s: record buffer trim%s", MBEDTLS_VERSION_STRING,
+#ifdef BASE_TABLES
+		    " and shared ECDHE base-point tables"
+#else
+		    ""
+#endif
+		    );
+	else
+		snprintf(what, len, "mbedTLS: built with %s but running %u.%u.%u: internals not used",
+		    MBEDTLS_VERSION_STRING, running >> 24, (running >> 16) & 0xff, (running >> 8) & 0xff);
+	return active;
+}
+
+#ifdef BASE_TABLES
+/*
+ * ECDHE key generation computes k·G.  For each handshake mbedTLS 2.28 loads
+ * a fresh group, precomputes the comb table of G on the first
+ * multiplication, and throws it away with the handshake: about 40% of a
+ * P-256 key generation here (698 µs fresh, 431 µs with the table).  So each
+ * curve gets one group whose table is computed once, at load, and lent to a
+ * handshake's group while it makes its key: the lend happens in the random
+ * generator, which the key generation calls before it multiplies, and the
+ * table is taken back as soon as mbedtls_ssl_handshake() returns, before
+ * anything can free that group.  The table is read only (multiples of G,
+ * public), so workers share it.  Groups live until the process ends.
+ */
+static _Atomic(mbedtls_ecp_group *) base_tables[MBEDTLS_ECP_DP_MAX];
+
+void
+tls_internals_prepare_curve(int id, int (*rng)(void *, unsigned char *, size_t))
+{
+	mbedtls_ecp_group *g;
+	mbedtls_mpi d;
+	mbedtls_ecp_point q;
+
+	if (!active || id <= 0 || id >= MBEDTLS_ECP_DP_MAX || atomic_load(&base_tables[id]) != NULL ||
+	    (g = calloc(1, sizeof(*g))) == NULL)
+		return;
+	mbedtls_ecp_group_init(g);
+	mbedtls_mpi_init(&d);
+	mbedtls_ecp_point_init(&q);
+	/* Curve25519 and Curve448 use a ladder, no table. */
+	if (mbedtls_ecp_group_load(g, (mbedtls_ecp_group_id)id) == 0 &&
+	    mbedtls_ecp_get_type(g) == MBEDTLS_ECP_TYPE_SHORT_WEIERSTRASS &&
+	    mbedtls_ecp_gen_keypair(g, &d, &q, rng, NULL) == 0 && g->T != NULL) {
+		mbedtls_ecp_group *none = NULL;
+		if (atomic_compare_exchange_strong(&base_tables[id], &none, g))
+			g = NULL;
+	}
+	mbedtls_mpi_free(&d);
+	mbedtls_ecp_point_free(&q);
+	if (g != NULL) {
+		mbedtls_ecp_group_free(g);
+		free(g);
+	}
+}
+
+static mbedtls_ecp_group *
+handshake_group(mbedtls_ssl_context *ssl)
+{
+	return ssl != NULL && ssl->handshake != NULL ? &ssl->handshake->ecdh_ctx.grp : NULL;
+}
+
+void
+tls_internals_lend_base_table(mbedtls_ssl_context *ssl)
+{
+	mbedtls_ecp_group *grp;
+	const mbedtls_ecp_group *t;
+
+	/* Only for the key of ServerKeyExchange: the client cannot answer it
+	 * before this mbedtls_ssl_handshake() returns (its flight is only queued),
+	 * so nothing frees the group before tls_internals_take_back(). */
+	if (!active || (grp = handshake_group(ssl)) == NULL || ssl->state != MBEDTLS_SSL_SERVER_KEY_EXCHANGE ||
+	    grp->T != NULL || (unsigned)grp->id >= MBEDTLS_ECP_DP_MAX ||
+	    (t = atomic_load(&base_tables[grp->id])) == NULL || t->nbits != grp->nbits)
+		return;
+	grp->T = t->T;
+	grp->T_size = t->T_size;
+}
+
+void
+tls_internals_take_back(mbedtls_ssl_context *ssl)
+{
+	mbedtls_ecp_group *grp;
+	const mbedtls_ecp_group *t;
+
+	if (active && (grp = handshake_group(ssl)) != NULL && grp->T != NULL &&
+	    (unsigned)grp->id < MBEDTLS_ECP_DP_MAX && (t = atomic_load(&base_tables[grp->id])) != NULL &&
+	    grp->T == t->T) {
+		grp->T = NULL;
+		grp->T_size = 0;
+	}
+}
+
+static void
+base_tables_free(void)
+{
+	for (size_t i = 0; i < MBEDTLS_ECP_DP_MAX; i++) {
+		mbedtls_ecp_group *g = atomic_exchange(&base_tables[i], NULL);
+		if (g != NULL) {
+			mbedtls_ecp_group_free(g);
+			free(g);
+		}
+	}
+}
+#else
+void tls_internals_prepare_curve(int id, int (*rng)(void *, unsigned char *, size_t)) { (void)id; (void)rng; }
+void tls_internals_lend_base_table(mbedtls_ssl_context *ssl) { (void)ssl; }
+void tls_internals_take_back(mbedtls_ssl_context *ssl) { (void)ssl; }
+static void base_tables_free(void) {}
+#endif
+
+/*
+ * Between records a record buffer holds only its 8-byte sequence number and
+ * the record header, at its start; the rest is scratch for the next record.
+ * The whole pages past that are dropped (they read back as zeros).
+ */
+#define TRIM_KEEP 64
+
+static void
+trim_buffer(unsigned char *p)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	uintptr_t start, end;
+
+	if (p == NULL || page <= 0)
+		return;
+	start = ((uintptr_t)p + TRIM_KEEP + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+	end = ((uintptr_t)p + malloc_usable_size(p)) & ~((uintptr_t)page - 1);
+	if (end > start)
+		madvise((void *)start, end - start, MADV_DONTNEED);
+}
+
+void
+tls_internals_trim(mbedtls_ssl_context *ssl)
+{
+	if (!active)
+		return;
+	/* in_left: part of a record is in; check_pending: a whole one is not processed yet. */
+	if (ssl->in_left == 0 && mbedtls_ssl_check_pending(ssl) == 0 && mbedtls_ssl_get_bytes_avail(ssl) == 0)
+		trim_buffer(ssl->in_buf);
+	if (ssl->out_left == 0)
+		trim_buffer(ssl->out_buf);
+}
+
+void
+tls_internals_done(void)
+{
+	base_tables_free();
+}
+
+#else   /* not mbedTLS 2.28: the public API only */
+
+bool
+tls_internals_init(char *what, size_t len)
+{
+	snprintf(what, len, "mbedTLS %s: public API only", MBEDTLS_VERSION_STRING);
+	return false;
+}
+
+void tls_internals_prepare_curve(int id, int (*rng)(void *, unsigned char *, size_t)) { (void)id; (void)rng; }
+void tls_internals_lend_base_table(mbedtls_ssl_context *ssl) { (void)ssl; }
+void tls_internals_take_back(mbedtls_ssl_context *ssl) { (void)ssl; }
+void tls_internals_trim(mbedtls_ssl_context *ssl) { (void)ssl; }
+void tls_internals_done(void) {}
+
+#endif

@@ -1,0 +1,37 @@
+/*
+ * The only place funneld reaches into mbedTLS's private structures.
+ *
+ * Compiled for mbedTLS 2.28.x exactly (the version these accesses were
+ * written and tested for), and used only when the library running is the
+ * one compiled against (tls_internals_init).  Everywhere else every
+ * function here does nothing and the public API path is all there is.
+ * Called from tls.c only.
+ */
+#ifndef FUNNELD_TLS_INTERNALS_H
+#define FUNNELD_TLS_INTERNALS_H
+
+#include <stdbool.h>
+
+#include <mbedtls/ssl.h>
+
+/* At start-up: whether the internals are in use (compiled in, and the
+ * running library is the version they were written for).  what gets a
+ * line for the log. */
+bool tls_internals_init(char *what, size_t len);
+
+/*
+ * ECDHE base-point tables (2.28 recomputes the comb table of G for every
+ * handshake): compute one per curve at load, lend it to a handshake while it
+ * makes its ServerKeyExchange key, take it back when mbedtls_ssl_handshake()
+ * returns.
+ */
+void tls_internals_prepare_curve(int grp_id, int (*rng)(void *, unsigned char *, size_t));
+void tls_internals_lend_base_table(mbedtls_ssl_context *ssl);
+void tls_internals_take_back(mbedtls_ssl_context *ssl);
+
+/* Give the pages of an idle connection's record buffers back to the kernel. */
+void tls_internals_trim(mbedtls_ssl_context *ssl);
+
+void tls_internals_done(void);
+
+#endif
