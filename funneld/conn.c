@@ -192,15 +192,19 @@ conn_flush_tx(struct conn *c)
 	return 0;
 }
 
-/* Answer with a status and close, after draining what the relay still sends. */
+/*
+ * Answer with a status and close, after draining what the relay still
+ * sends.  reason goes into the answer; detail, when set, only into the log
+ * (what the relay must not learn about the node, such as a socket path).
+ */
 static void
-refuse(struct conn *c, int status, const char *reason)
+refuse(struct conn *c, int status, const char *reason, const char *detail)
 {
 	char buf[512];
 	size_t len = ingress_format_refusal(status, reason, buf, sizeof(buf));
 
 	c->status = status;
-	c->reason = reason;
+	c->reason = detail != NULL ? detail : reason;
 	c->result = conn_result_for_status(status);
 	c->state = CONN_REFUSING;
 	buf_release(&c->owner->pool, &c->io.rx);        /* nothing read will be looked at */
@@ -220,12 +224,12 @@ accept_request(struct conn *c)
 	const struct backend_conf *b;
 
 	if ((b = backend_route(cfg, c->req.target_host, c->req.target_port)) == NULL) {
-		refuse(c, 404, "no backend for target");
+		refuse(c, 404, "no backend for target", NULL);
 		return;
 	}
 	if (atomic_fetch_add(&server.conns_active, 1) >= cfg->max_connections) {
 		atomic_fetch_sub(&server.conns_active, 1);
-		refuse(c, 503, "max_connections reached");
+		refuse(c, 503, "max_connections reached", NULL);
 		return;
 	}
 	c->active = true;
@@ -233,7 +237,7 @@ accept_request(struct conn *c)
 		snprintf(c->detail, sizeof(c->detail), "backend %s: %s", b->socket, strerror(errno));
 		c->active = false;
 		atomic_fetch_sub(&server.conns_active, 1);
-		refuse(c, 502, c->detail);
+		refuse(c, 502, "backend unavailable", c->detail);
 		return;
 	}
 	c->backend = b;
@@ -353,7 +357,7 @@ read_head(struct conn *c)
 		return;
 	}
 	if (c->req.status != 0) {
-		refuse(c, c->req.status, c->req.reason);
+		refuse(c, c->req.status, c->req.reason, NULL);
 		return;
 	}
 	/* What follows the head is the client's TLS. */
@@ -403,7 +407,9 @@ handshake_step(struct conn *c)
 {
 	int ret = tls_conn_handshake(&c->tls);
 
-	if (conn_flush_tx(c) != 0 && ret >= 0)
+	/* A send that failed ends the connection, whatever mbedTLS wants next:
+	 * a reset socket stays writable, and waiting on it would spin. */
+	if (conn_flush_tx(c) != 0 && (ret >= 0 || ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE))
 		ret = errno == EPIPE || errno == ECONNRESET ? MBEDTLS_ERR_NET_CONN_RESET : MBEDTLS_ERR_NET_SEND_FAILED;
 	if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE) {
 		conn_set_interest(c, buf_pending(&c->io.tx) > 0 ? WANT_RELAY_WRITE : WANT_RELAY_READ);
@@ -544,7 +550,7 @@ conn_timeout(evutil_socket_t fd, short what, void *arg)
 
 	switch (c->state) {
 	case CONN_READ_HEAD:
-		refuse(c, 408, "head not complete within header_timeout");
+		refuse(c, 408, "head not complete within header_timeout", NULL);
 		return;
 	case CONN_HANDSHAKE:
 		c->hs_failure = HS_FAIL_TIMEOUT;

@@ -227,11 +227,10 @@ splice_flush(struct conn *c)
 			conn_close(c, RESULT_RELAY_ERROR, c->detail);
 			return 0;
 		}
-		/* The client has gone after its own close: nobody is left to read. */
-		buf_release(&c->owner->pool, &c->io.tx);
-		buf_release(&c->owner->pool, &c->b2c);
-		c->b2c_eof = c->b2c_done = c->relay_shut = true;
-		c->reason = "client closed before the backend finished";
+		/* The client has gone after its own close: nobody is left to read
+		 * what the backend still sends, and the stream did not end well. */
+		snprintf(c->detail, sizeof(c->detail), "client gone before the backend finished: %s", strerror(errno));
+		conn_close(c, RESULT_RELAY_ERROR, c->detail);
 		return 0;
 	}
 	if (buf_pending(&c->io.tx) > 0)

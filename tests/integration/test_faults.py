@@ -764,3 +764,78 @@ class ClosedWhenHandshakeCompletes(FaultCase):
         status, _, _, raw = self.refused(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         self.assertEqual(status, 404, raw)
         self.alive()
+
+
+class ResetRightAfterClientHello(FaultCase):
+    """A relay connection that sends its head and ClientHello and resets at
+    once: funneld's 101 and first flight cannot be sent.  That send failure
+    ends the connection whatever the handshake returned (it used to be
+    dropped when mbedTLS wanted to read next, and the reset socket, writable
+    forever, spun the worker at 100% CPU until handshake_timeout)."""
+
+    CONNS = 20
+
+    @classmethod
+    def setUpClass(cls):
+        cls.wd = h.Workdir()
+        cert, key = h.leaf_once(TARGET, "ec")
+        cls.be = h.Backend(cls.wd("be.sock"), mode="echo")
+        cls.backends = [cls.be]
+        cls.addr = ("127.0.0.1", h.free_port())
+        # A long handshake_timeout: a spinning connection would last all of it.
+        cls.start_funneld(h.make_config(f"127.0.0.1:{cls.addr[1]}", cert, key, [
+            (f"{TARGET}:443", cls.be.path),
+        ], handshake_timeout="30s"))
+
+    def test_send_failure_ends_the_connection(self):
+        pid = self.funneld.proc.pid
+        for _ in range(self.CONNS):
+            s = h.connect(self.addr)
+            self.ledger.add()
+            tls = h.TLSStream(s, h.client_context(), TARGET)
+            s.sendall(h.ingress_head() + tls.client_hello())
+            rst_close(s)
+        # Every one ends as a reset, long before handshake_timeout.
+        recs = self.ledger.wait(self.CONNS, timeout=h.slack(15))
+        for r in recs:
+            self.assertIn(r["result"], ("handshake_failed", "relay_error"), r)
+            self.assertNotEqual(r["result"], "handshake_timeout", r)
+        # And nothing is left spinning: funneld idles once they are gone.
+        cpu0, t0 = cpu_seconds(pid), time.monotonic()
+        h.wait_for(lambda: time.monotonic() - t0 >= 1.0, 5, what="a second")
+        busy = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
+        self.assertLess(busy, 0.5, f"funneld used {busy:.0%} of a CPU with no connection open")
+        self.assertEqual(self.be.total_received(), 0)
+        self.alive()
+
+
+class ResetAfterOwnCloseNotify(FaultCase):
+    """The client half-closes (close_notify), the backend answers with more
+    than the client reads, and the client resets: that stream did not end
+    well, so it is not logged `ok`."""
+
+    REPLY = 64 * MIB                # more than the socket buffers between us hold
+
+    @classmethod
+    def setUpClass(cls):
+        cls.wd = h.Workdir()
+        cert, key = h.leaf_once(TARGET, "ec")
+        cls.be = h.Backend(cls.wd("be.sock"), mode="record", reply=b"r" * cls.REPLY)
+        cls.backends = [cls.be]
+        cls.addr = ("127.0.0.1", h.free_port())
+        cls.start_funneld(h.make_config(f"127.0.0.1:{cls.addr[1]}", cert, key, [
+            (f"{TARGET}:443", cls.be.path),
+        ]))
+
+    def test_reset_while_the_backend_still_sends(self):
+        tls = self.stream()
+        tls.sendall(b"request")
+        tls.close_notify()
+        # The backend saw the request end and sends its reply; the client
+        # reads the start of it, then resets.
+        self.assertEqual(tls.recv(1), b"r")
+        rst_close(tls.sock)
+        rec = self.ledger.wait(1)[-1]
+        self.assertEqual(rec["result"], "relay_error", rec)
+        self.assertLess(int(rec["out"]), self.REPLY, rec)
+        self.alive()

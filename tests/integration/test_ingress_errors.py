@@ -323,6 +323,12 @@ class RefusalTable(RefusalCase):
         self.assertFalse(os.path.exists(self.absent))
         _, body, rec = self.assertRefused(head(target=b"absent.example.ts.net:443"), 502)
         self.assertFalse(os.path.exists(self.absent))
+        # The relay learns nothing about the node's file system; the log does.
+        self.assertNotIn(self.absent.encode(), body)
+        self.assertNotIn(b"No such file", body)
+        self.assertNotIn(b"/", body.split(b":", 1)[-1])
+        self.assertIn(self.absent, rec.get("reason", ""))
+        self.assertIn("No such file", rec.get("reason", ""))
 
     def test_502_backend_refusing(self):
         self.assertTrue(os.path.exists(self.dead))
