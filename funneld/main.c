@@ -189,7 +189,8 @@ drop_privileges(const char *user)
 		return;
 	if ((pw = getpwnam(user)) == NULL)
 		fatalx("user %s: no such user", user);
-	if (setgroups(0, NULL) != 0 || setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0)
+	/* Its supplementary groups too: backend sockets are often shared through one. */
+	if (initgroups(user, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0)
 		fatal("cannot become user %s", user);
 	if (setuid(0) == 0 || getuid() != pw->pw_uid || getgid() != pw->pw_gid)
 		fatalx("privileges not dropped to %s", user);

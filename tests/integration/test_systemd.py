@@ -633,7 +633,8 @@ class PrivilegeTest(Base):
                 st = dict(line.rstrip("\n").split(":\t", 1) for line in fh if ":\t" in line)
             self.assertEqual(st["Uid"].split(), [str(uid)] * 4, f"thread {tid}: {st['Uid']}")
             self.assertEqual(st["Gid"].split(), [str(gid)] * 4, f"thread {tid}: {st['Gid']}")
-            self.assertEqual(st["Groups"].strip(), "", f"thread {tid}: supplementary groups left")
+            # initgroups(): the user's own groups (its primary one), none of root's.
+            self.assertEqual(st["Groups"].split(), [str(gid)], f"thread {tid}: {st['Groups']}")
             self.assertEqual(int(st["CapEff"], 16), 0, f"thread {tid}: capabilities left")
         payload = os.urandom(4000)
         got, _ = roundtrip(("127.0.0.1", port), payload)
@@ -644,6 +645,40 @@ class PrivilegeTest(Base):
         wait_for(lambda: "reload failed" in f.log(), 10, what="the failed reload")
         got, _ = roundtrip(("127.0.0.1", port), b"after reload")
         self.assertEqual(got, b"after reload")
+        self.assertEqual(f.stop(), 0)
+
+    def test_keeps_the_users_supplementary_groups(self):
+        """A backend socket shared through a group works after the drop: the
+        user's groups are set (initgroups), nothing of root's.  The
+        user and groups exist only in a private mount namespace, over
+        /etc/passwd and /etc/group bind-mounted for this funneld."""
+        passwd, group = self.wd("passwd"), self.wd("group")
+        with open("/etc/passwd") as src, open(passwd, "w") as dst:
+            dst.write(src.read() + "fdtest:x:4242:4242::/nonexistent:/usr/sbin/nologin\n")
+        with open("/etc/group") as src, open(group, "w") as dst:
+            dst.write(src.read() + "fdtest:x:4242:\nfdshare:x:4343:fdtest\n")
+        os.chmod(self.wd.path, 0o711)
+        pub = self.wd("pub")
+        os.mkdir(pub, 0o755)
+        b = Backend(os.path.join(pub, "app.sock"))
+        self.addCleanup(b.close)
+        os.chown(b.path, 0, 4343)
+        os.chmod(b.path, 0o660)                 # only root and group fdshare may connect
+        port = free_port()
+        script = 'mount --bind "$1" /etc/passwd && mount --bind "$2" /etc/group && shift 2 && exec "$@"'
+        prefix = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", passwd, group]
+        f = self.funneld(base_config(f"127.0.0.1:{port}", self.cert, self.key, [(TARGET_PORT, b.path)],
+                                     extra_main="user = fdtest"))
+        f.start(prefix=prefix)
+        self.assertRegex(f.log(), r"running as user fdtest \(uid 4242, gid 4242\)")
+        for tid in os.listdir(f"/proc/{f.proc.pid}/task"):
+            with open(f"/proc/{f.proc.pid}/task/{tid}/status") as fh:
+                st = dict(line.rstrip("\n").split(":\t", 1) for line in fh if ":\t" in line)
+            self.assertEqual(st["Gid"].split(), ["4242"] * 4, f"thread {tid}: {st['Gid']}")
+            self.assertEqual(sorted(st["Groups"].split()), ["4242", "4343"], f"thread {tid}: {st['Groups']}")
+        payload = os.urandom(4000)
+        got, _ = roundtrip(("127.0.0.1", port), payload)
+        self.assertEqual(got, payload)
         self.assertEqual(f.stop(), 0)
 
     def test_unknown_user_refuses_to_start(self):
