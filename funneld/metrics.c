@@ -20,6 +20,8 @@
 #include "metrics.h"
 #include "server.h"
 
+#define METRICS_HEAD_MAX 8192
+
 static atomic_ullong results[RESULT_COUNT];
 static atomic_ullong hs_failures[HS_FAIL_COUNT];
 static atomic_ullong total_bytes_in, total_bytes_out;
@@ -208,6 +210,10 @@ metrics_listen(struct event_base *base, const char *where, char *err, size_t err
 	evhttp_set_cb(http, "/metrics", on_metrics, NULL);
 	evhttp_set_gencb(http, on_other, NULL);
 	evhttp_set_timeout(http, 10);
+	/* A scrape is a small GET: a larger head, or any body, is refused (413)
+	 * before it is read into memory. */
+	evhttp_set_max_headers_size(http, METRICS_HEAD_MAX);
+	evhttp_set_max_body_size(http, 0);
 	if (la.kind == LISTEN_UNIX) {
 		const char *path = ((struct sockaddr_un *)&la.ss)->sun_path;
 		unlink(path);

@@ -853,6 +853,34 @@ class MetricsTest(Base):
         self.assertRegex(body, r"(?m)^# TYPE funneld_connections_total counter$")
         self.assertEqual(m["funneld_connections_open"], 0, "the scraper counted as a connection")
 
+    def test_http_limits(self):
+        """The metrics socket takes small GET/HEAD requests only: a body or
+        an oversized head is refused before anything is read into memory."""
+        def raw(request):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(10)
+            s.connect(self.msock)
+            try:
+                s.sendall(request)
+            except OSError:
+                pass                    # refused while we were still sending
+            data = read_until_close(s)
+            s.close()
+            m = re.match(rb"HTTP/1\.[01] (\d{3}) ", data)
+            return int(m.group(1)) if m else None
+
+        body = b"x" * 65536
+        self.assertEqual(raw(b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+                             + body), 413)
+        self.assertEqual(raw(b"PUT /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             b"10000\r\n" + body + b"\r\n0\r\n\r\n"), 413)
+        # libevent answers an oversized head with 400.
+        self.assertEqual(raw(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n"), 400)
+        # Within the limits it still answers.
+        self.assertEqual(raw(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), 200)
+        self.assertEqual(raw(b"HEAD /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), 200)
+        self.assertIsNone(self.f.proc.poll())
+
     def test_buffer_pool_fills_while_busy_and_empties_when_quiet(self):
         m = self.scrape()
         self.assertEqual(m["funneld_buffer_pool_bytes"], 0, "a fresh funneld holds spare buffers")
