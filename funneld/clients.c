@@ -417,15 +417,14 @@ clients_key_text(const struct sockaddr *sa, char *buf, size_t len)
 	struct ckey	k;
 	uint8_t		a[16];
 	char		t[INET6_ADDRSTRLEN];
-	size_t		n;
+	size_t		n, bytes;
 
-	if (len > 0)
-		buf[0] = '\0';
 	memset(a, 0, sizeof(a));
 	if (key_of(sa, &k) == -1)
 		goto bad;
-	for (int i = 0; i < (k.family == 4 ? 4 : 8); i++)
-		a[i] = (uint8_t)(k.v >> (8 * ((k.family == 4 ? 4 : 8) - 1 - i)));
+	bytes = k.family == 4 ? 4 : 8;
+	for (size_t i = 0; i < bytes; i++)
+		a[i] = (uint8_t)(k.v >> (8 * (bytes - 1 - i)));
 	if (inet_ntop(k.family == 4 ? AF_INET : AF_INET6, a, t, sizeof(t)) == NULL)
 		goto bad;
 	n = strlen(t);
@@ -438,6 +437,8 @@ clients_key_text(const struct sockaddr *sa, char *buf, size_t len)
 bad:
 	if (len >= 2)
 		memcpy(buf, "-", 2);
+	else if (len == 1)
+		buf[0] = '\0';
 	return -1;
 }
 

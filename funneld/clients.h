@@ -35,9 +35,9 @@
  *    stale values (read before waiting for a lock): time never runs
  *    backwards for an entry, it only stands still.
  *
- * Memory: capacity (rounded up, see clients_new) x 48 bytes, allocated once;
- * a flood of distinct sources costs nothing more.  It replaces idle entries
- * (0 open connections) only.  A replaced entry's successor starts with a
+ * Memory: capacity (rounded up, see clients_new) x 48 bytes, allocated once
+ * (its pages touched as slots fill); a flood of distinct sources costs
+ * nothing more.  It replaces idle entries (0 open connections) only.  A replaced entry's successor starts with a
  * full bucket, which is a gift to the replaced client if its own bucket was
  * empty; so the victim is the idle entry whose bucket would be fullest now
  * (equivalent to a fresh one), the least recently seen among equals.  A
@@ -108,7 +108,7 @@ struct client_admission {
 
 struct clients_stats {
 	size_t capacity;                /* entries, as rounded up by clients_new */
-	size_t entries;                 /* in use */
+	size_t entries;                 /* slots filled (replaced, never emptied) */
 	size_t active;                  /* of those, clients with open connections */
 	uint64_t evictions;             /* idle entries replaced by another client */
 	uint64_t table_full;            /* CLIENT_TABLE_FULL answers */
@@ -133,6 +133,8 @@ void clients_free(struct clients *c);
  * and a lower max_conns refuses new ones until enough have closed; a bucket
  * keeps its tokens, capped at the new burst, and refills at the new rate
  * (one that had no rate limit starts full).  out is always filled in.
+ * CLIENT_TABLE_FULL and CLIENT_BAD_ADDRESS have no client state to limit
+ * their logging: out->log is always true for them.  c, lim, out: not NULL.
  */
 enum client_verdict clients_admit(struct clients *c, const struct client_limits *lim,
     const struct sockaddr *sa, uint64_t now_ms, struct client_admission *out);
@@ -157,7 +159,7 @@ void clients_stats(struct clients *c, struct clients_stats *st);
 int clients_parse_rate(const char *s, struct client_rate *out);
 
 /* The client sa counts as, for logs: "203.0.113.7" or "2001:db8:1:2::/64".
- * 0, or -1 (buf "-") for another family or a short buffer. */
+ * 0, or -1 (buf "-" when it fits) for another family or a short buffer. */
 int clients_key_text(const struct sockaddr *sa, char *buf, size_t len);
 
 /* A metric label / log word per verdict: "admitted", "too_many_connections",

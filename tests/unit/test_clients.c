@@ -220,6 +220,9 @@ test_key_text(void **state)
 	assert_int_equal(clients_key_text(SA(a), buf, 17), -1);
 	assert_string_equal(buf, "-");
 	assert_int_equal(clients_key_text(SA(a), buf, 18), 0);
+	assert_string_equal(buf, "2001:db8:1:2::/64");
+	assert_int_equal(clients_key_text(SA(a), buf, 1), -1);
+	assert_string_equal(buf, "");
 	memset(&un, 0, sizeof(un));
 	un.sun_family = AF_UNIX;
 	assert_int_equal(clients_key_text((struct sockaddr *)&un, buf, sizeof(buf)), -1);
