@@ -1,4 +1,5 @@
 /* Escaping of client-controlled text for logs; see escape.h. */
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "escape.h"
@@ -43,30 +44,3 @@ log_escape(const void *in, size_t inlen, char *out, size_t cap)
 	return need;
 }
 
-// TODO(merge): move into addr.c's hostname rules
-bool
-sni_hostname_valid(const char *s, size_t len)
-{
-	size_t label = 0;
-
-	if (len > 0 && s[len - 1] == '.')
-		len--;
-	if (len == 0 || len > 253)
-		return false;
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)s[i];
-
-		if (c == '.') {
-			if (label == 0)
-				return false;
-			label = 0;
-			continue;
-		}
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		    (c >= '0' && c <= '9') || c == '-' || c == '_'))
-			return false;
-		if (++label > 63)
-			return false;
-	}
-	return label > 0;
-}

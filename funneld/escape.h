@@ -2,7 +2,6 @@
 #ifndef FUNNELD_ESCAPE_H
 #define FUNNELD_ESCAPE_H
 
-#include <stdbool.h>
 #include <stddef.h>
 
 /* An out buffer this large never truncates inlen bytes. */
@@ -25,18 +24,5 @@
  * nothing is written.
  */
 size_t log_escape(const void *in, size_t inlen, char *out, size_t cap);
-
-/*
- * Whether the len bytes at s are a host name a TLS client may send as SNI:
- * labels of 1..63 letters, digits, '-' or '_', joined by single dots, at
- * most 253 bytes, optionally followed by one trailing dot, which the caller
- * strips before using the name.  Syntax only (no IDNA, no case folding: the
- * caller lower-cases).  '_' is allowed, as config.c and ingress.c allow it
- * in targets, because real names carry it; hyphens may start or end a label
- * for the same reason.  An IP literal passes (RFC 6066 forbids it, but it
- * is harmless text and matches no certificate name).
- */
-// TODO(merge): move into addr.c's hostname rules
-bool sni_hostname_valid(const char *s, size_t len);
 
 #endif

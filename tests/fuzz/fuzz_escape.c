@@ -1,5 +1,5 @@
 /*
- * libFuzzer target for log_escape() and sni_hostname_valid().
+ * libFuzzer target for log_escape() (and addr_hostname_valid()).
  *
  * The first byte sizes the output buffer (0..255, and once with room for
  * anything); the rest is the client's bytes.  Invariants: nothing is
@@ -7,7 +7,7 @@
  * space, '"' or '='; the return value is the whole escaped length; a
  * truncated output is a prefix of whole escapes of the full one followed by
  * "..." (fewer dots only when cap < 4); an untruncated one unescapes to the
- * input exactly.  A name sni_hostname_valid() accepts is never changed by
+ * input exactly.  A name addr_hostname_valid() accepts is never changed by
  * escaping.
  */
 #include <stdint.h>
@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "addr.h"
 #include "escape.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -118,11 +119,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	run(in, n, data[0]);
 	run(in, n, LOG_ESCAPE_SIZE(n));
 
-	if (sni_hostname_valid((const char *)in, n)) {
+	if (addr_hostname_valid((const char *)in, n)) {
 		char *out = malloc(LOG_ESCAPE_SIZE(n));
 
 		CHECK(out != NULL);
-		CHECK(n >= 1 && n <= 254);
+		CHECK(n >= 1 && n <= 253);
 		CHECK(log_escape(in, n, out, LOG_ESCAPE_SIZE(n)) == n);
 		CHECK(memcmp(out, in, n) == 0);
 		CHECK(in[0] != '.' && memchr(in, '\0', n) == NULL);

@@ -192,6 +192,69 @@ test_hostnames(void **state)
 	assert_false(addr_hostname_valid("a:b", 3));
 }
 
+/* As SNI is checked: one trailing dot stripped first. */
+static bool
+valid(const char *s)
+{
+	size_t len = strlen(s);
+
+	return addr_hostname_valid(s, len > 1 && s[len - 1] == '.' ? len - 1 : len);
+}
+
+static void
+test_sni_names_valid(void **state)
+{
+	char	name[300];
+
+	assert_true(valid("node.tailnet.ts.net"));
+	assert_true(valid("a"));
+	assert_true(valid("a."));
+	assert_true(valid("Node.Tailnet.TS.net."));
+	assert_true(valid("xn--bcher-kva.example"));
+	assert_true(valid("_acme-challenge.a-b.c_d"));
+	assert_true(valid("-lead.trail-"));
+	assert_true(valid("192.0.2.1"));
+
+	/* Labels of 63 bytes pass, 64 do not. */
+	memset(name, 'a', 63);
+	name[63] = '\0';
+	assert_true(valid(name));
+	memset(name, 'a', 64);
+	name[64] = '\0';
+	assert_false(valid(name));
+	strcpy(name + 63, ".b");
+	assert_true(valid(name));
+
+	/* 253 bytes pass (254 with the trailing dot), 254 do not. */
+	for (int i = 0; i < 253; i++)
+		name[i] = i % 2 ? '.' : 'a';
+	name[253] = '\0';
+	assert_true(valid(name));
+	name[253] = '.';
+	name[254] = '\0';
+	assert_true(valid(name));
+	name[253] = 'a';
+	name[254] = '\0';
+	assert_false(valid(name));
+}
+
+static void
+test_sni_names_invalid(void **state)
+{
+	static const char *bad[] = {
+		"", ".", "..", "a..b", ".a", "a..", "a b", "a\r", "a\n.b", "*.example",
+		"a/b", "a:443", "[::1]", "b\xc3\xa9", "a\\b", "a=b", "\"a\"", "a\x7f",
+	};
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (valid(bad[i]))
+			fail_msg("accepted \"%s\"", bad[i]);
+	/* A NUL inside the length is not the end of the name. */
+	assert_false(addr_hostname_valid("a\0b", 3));
+	assert_true(addr_hostname_valid("ab\0", 2));
+	assert_false(addr_hostname_valid(NULL, 0));
+}
+
 static void
 test_normalize_and_targets(void **state)
 {
@@ -448,6 +511,8 @@ main(void)
 		cmocka_unit_test(test_split_host_port),
 		cmocka_unit_test(test_split_host_port_table),
 		cmocka_unit_test(test_hostnames),
+		cmocka_unit_test(test_sni_names_valid),
+		cmocka_unit_test(test_sni_names_invalid),
 		cmocka_unit_test(test_normalize_and_targets),
 		cmocka_unit_test(test_ip_port),
 		cmocka_unit_test(test_ip_from_sockaddr_and_format),

@@ -1,6 +1,7 @@
 /* Unit tests for funneld/escape.c: log escaping and the SNI host name check. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -133,66 +134,6 @@ test_worst_case_size(void **state)
 	assert_memory_equal(out + 4 * 255, "\\xff", 4);
 }
 
-static bool
-valid(const char *s)
-{
-	return sni_hostname_valid(s, strlen(s));
-}
-
-static void
-test_hostname_valid(void **state)
-{
-	char	name[300];
-
-	assert_true(valid("node.tailnet.ts.net"));
-	assert_true(valid("a"));
-	assert_true(valid("a."));
-	assert_true(valid("Node.Tailnet.TS.net."));
-	assert_true(valid("xn--bcher-kva.example"));
-	assert_true(valid("_acme-challenge.a-b.c_d"));
-	assert_true(valid("-lead.trail-"));
-	assert_true(valid("192.0.2.1"));
-
-	/* Labels of 63 bytes pass, 64 do not. */
-	memset(name, 'a', 63);
-	name[63] = '\0';
-	assert_true(valid(name));
-	memset(name, 'a', 64);
-	name[64] = '\0';
-	assert_false(valid(name));
-	strcpy(name + 63, ".b");
-	assert_true(valid(name));
-
-	/* 253 bytes pass (254 with the trailing dot), 254 do not. */
-	for (int i = 0; i < 253; i++)
-		name[i] = i % 2 ? '.' : 'a';
-	name[253] = '\0';
-	assert_true(valid(name));
-	name[253] = '.';
-	name[254] = '\0';
-	assert_true(valid(name));
-	name[253] = 'a';
-	name[254] = '\0';
-	assert_false(valid(name));
-}
-
-static void
-test_hostname_invalid(void **state)
-{
-	static const char *bad[] = {
-		"", ".", "..", "a..b", ".a", "a..", "a b", "a\r", "a\n.b", "*.example",
-		"a/b", "a:443", "[::1]", "b\xc3\xa9", "a\\b", "a=b", "\"a\"", "a\x7f",
-	};
-
-	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-		if (valid(bad[i]))
-			fail_msg("accepted \"%s\"", bad[i]);
-	/* A NUL inside the length is not the end of the name. */
-	assert_false(sni_hostname_valid("a\0b", 3));
-	assert_true(sni_hostname_valid("ab\0", 2));
-	assert_false(sni_hostname_valid(NULL, 0));
-}
-
 int
 main(void)
 {
@@ -204,8 +145,6 @@ main(void)
 		cmocka_unit_test(test_truncation),
 		cmocka_unit_test(test_cap_zero),
 		cmocka_unit_test(test_worst_case_size),
-		cmocka_unit_test(test_hostname_valid),
-		cmocka_unit_test(test_hostname_invalid),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
