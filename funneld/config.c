@@ -25,8 +25,9 @@
 #define CONFIG_FILE_MAX (1024 * 1024)
 #define DURATION_MAX (7 * 86400)        /* keeps seconds * 1000 within 32 bits */
 #define QUOTE_MAX 96                    /* user text quoted in a message */
+#define BUFFER_MEMORY_MIN ((size_t)1 << 20)
 
-enum section { SEC_NONE, SEC_FUNNELD, SEC_TLS, SEC_BACKEND };
+enum section { SEC_NONE, SEC_FUNNELD, SEC_TLS, SEC_BACKEND, SEC_CLIENTS };
 
 struct parser;
 struct keydef;
@@ -67,6 +68,10 @@ static int k_cipher(struct parser *, const struct keydef *, const char *);
 static int k_curve(struct parser *, const struct keydef *, const char *);
 static int k_socket(struct parser *, const struct keydef *, const char *);
 static int k_proxy(struct parser *, const struct keydef *, const char *);
+static int k_size(struct parser *, const struct keydef *, const char *);
+static int k_deny(struct parser *, const struct keydef *, const char *);
+static int k_client_max(struct parser *, const struct keydef *, const char *);
+static int k_rate(struct parser *, const struct keydef *, const char *);
 
 #define OFF(f) offsetof(struct config, f)
 
@@ -74,6 +79,9 @@ static const struct keydef keys[] = {
 	{ "listen", SEC_FUNNELD, true, false, k_listen, 0, 0, 0 },
 	{ "allow", SEC_FUNNELD, true, true, k_allow, 0, 0, 0 },
 	{ "max_connections", SEC_FUNNELD, false, false, k_uint, OFF(max_connections), 1, 1000000 },
+	{ "max_pending", SEC_FUNNELD, false, false, k_uint, OFF(max_pending), 1, 1000000 },
+	{ "max_pending_per_peer", SEC_FUNNELD, false, false, k_uint, OFF(max_pending_per_peer), 1, 1000000 },
+	{ "max_buffer_memory", SEC_FUNNELD, false, false, k_size, OFF(max_buffer_memory), 0, 0 },
 	{ "header_timeout", SEC_FUNNELD, false, false, k_duration, OFF(header_timeout), 1, DURATION_MAX },
 	{ "handshake_timeout", SEC_FUNNELD, false, false, k_duration, OFF(handshake_timeout), 1, DURATION_MAX },
 	{ "idle_timeout", SEC_FUNNELD, false, false, k_duration, OFF(idle_timeout), 1, DURATION_MAX },
@@ -96,6 +104,10 @@ static const struct keydef keys[] = {
 	{ "cert", SEC_BACKEND, false, false, k_cert, 0, 0, 0 },
 	{ "key", SEC_BACKEND, false, false, k_key, 0, 0, 0 },
 	{ "alpn", SEC_BACKEND, true, true, k_alpn, 0, 0, 0 },
+
+	{ "deny", SEC_CLIENTS, true, true, k_deny, 0, 0, 0 },
+	{ "max_connections", SEC_CLIENTS, false, false, k_client_max, 0, 1, 1000000 },
+	{ "rate", SEC_CLIENTS, false, false, k_rate, 0, 0, 0 },
 };
 
 _Static_assert(nitems(keys) <= 32, "parser.seen too small");
@@ -105,13 +117,18 @@ _Static_assert(nitems(keys) <= 32, "parser.seen too small");
  * (apply_defaults() runs after the last line, for what was not given).
  */
 static const struct {
-	unsigned max_connections, header_timeout, handshake_timeout, idle_timeout, shutdown_timeout;
+	unsigned max_connections, max_pending, max_pending_per_peer;
+	size_t max_buffer_memory;
+	unsigned header_timeout, handshake_timeout, idle_timeout, shutdown_timeout;
 	unsigned workers, ticket_rotation;
 	enum log_level log_level;
 	bool session_tickets;
 	const char *allow[2], *alpn[2];
 } defaults = {
 	.max_connections = 10000,
+	.max_pending = 1000,
+	.max_pending_per_peer = 64,
+	.max_buffer_memory = (size_t)256 << 20,
 	.header_timeout = 10,
 	.handshake_timeout = 10,
 	.idle_timeout = 600,
@@ -478,6 +495,54 @@ k_proxy(struct parser *p, const struct keydef *k, const char *v)
 	return 0;
 }
 
+static int
+k_size(struct parser *p, const struct keydef *k, const char *v)
+{
+	size_t *dst = (size_t *)(void *)((char *)p->cfg + k->off);
+
+	/* One buffer's worth at the least: below that nothing could move. */
+	if (parse_size(v, BUFFER_MEMORY_MIN, (size_t)1 << 40, dst) != 0)
+		return fail(p, p->rd.line, "bad size \"%s\" for %s (bytes, or with K, M or G; at least 1M)", Q(v),
+		    k->name);
+	return 0;
+}
+
+static int
+k_deny(struct parser *p, const struct keydef *k, const char *v)
+{
+	struct config *cfg = p->cfg;
+	const char *why;
+	struct cidr c;
+
+	if (addr_parse_cidr(v, &c, &why) == -1)
+		return fail(p, p->rd.line, "bad CIDR \"%s\" in deny%s%s", Q(v), why ? ": " : "", why ? why : "");
+	if (grow((void **)&cfg->deny, cfg->ndeny, sizeof(c)) == -1)
+		return oom(p);
+	cfg->deny[cfg->ndeny++] = c;
+	return 0;
+}
+
+static int
+k_client_max(struct parser *p, const struct keydef *k, const char *v)
+{
+	unsigned n;
+
+	if (parse_uint(v, k->min, k->max, &n) != 0)
+		return fail(p, p->rd.line, "bad number \"%s\" for %s: must be between %u and %u", Q(v), k->name,
+		    k->min, k->max);
+	p->cfg->client_limits.max_conns = n;
+	return 0;
+}
+
+static int
+k_rate(struct parser *p, const struct keydef *k, const char *v)
+{
+	if (clients_parse_rate(v, &p->cfg->client_limits.rate) != 0)
+		return fail(p, p->rd.line, "bad rate \"%s\" (N/s, N/m or N/h, N from 1 to %u)", Q(v),
+		    CLIENTS_RATE_MAX);
+	return 0;
+}
+
 /*
  * Sections
  */
@@ -542,6 +607,11 @@ on_section(struct ini_reader *rd, char *text)
 	if (strcasecmp(text, "tls") == 0) {
 		p->sec = SEC_TLS;
 		strcpy(p->sectext, "tls");
+		return 0;
+	}
+	if (strcasecmp(text, "clients") == 0) {
+		p->sec = SEC_CLIENTS;
+		strcpy(p->sectext, "clients");
 		return 0;
 	}
 	if (strncasecmp(text, "backend", 7) == 0 && (text[7] == ' ' || text[7] == '\t'))
@@ -651,6 +721,12 @@ apply_defaults(struct parser *p)
 
 	if (!key_given(p, "max_connections", SEC_FUNNELD))
 		cfg->max_connections = defaults.max_connections;
+	if (!key_given(p, "max_pending", SEC_FUNNELD))
+		cfg->max_pending = defaults.max_pending;
+	if (!key_given(p, "max_pending_per_peer", SEC_FUNNELD))
+		cfg->max_pending_per_peer = defaults.max_pending_per_peer;
+	if (!key_given(p, "max_buffer_memory", SEC_FUNNELD))
+		cfg->max_buffer_memory = defaults.max_buffer_memory;
 	if (!key_given(p, "header_timeout", SEC_FUNNELD))
 		cfg->header_timeout = defaults.header_timeout;
 	if (!key_given(p, "handshake_timeout", SEC_FUNNELD))
@@ -859,5 +935,6 @@ config_free(struct config *cfg)
 		tls_conf_free(&cfg->backends[i].tls);
 	}
 	free(cfg->backends);
+	free(cfg->deny);
 	free(cfg);
 }

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "addr.h"
+#include "clients.h"
 
 #define CONFIG_DEFAULT_PATH "/etc/funneld/funneld.conf"
 #define CONFIG_ERR_MAX 512
@@ -44,7 +45,10 @@ struct config {
 	size_t nlistens;
 	struct cidr *allow;
 	size_t nallow;
-	unsigned max_connections;
+	unsigned max_connections;       /* past the checks (101 written) */
+	unsigned max_pending;           /* head not complete yet */
+	unsigned max_pending_per_peer;  /* ... from one TCP peer address */
+	size_t max_buffer_memory;       /* bytes of data buffers, all connections together */
 	unsigned header_timeout, handshake_timeout, idle_timeout, shutdown_timeout;   /* seconds */
 	unsigned workers;               /* 0 = auto (one per CPU) */
 	enum log_level log_level;
@@ -61,6 +65,11 @@ struct config {
 
 	struct backend_conf *backends;
 	size_t nbackends;
+
+	/* [clients]: public clients, by Tailscale-Ingress-Src (or the PROXY source). */
+	struct cidr *deny;
+	size_t ndeny;
+	struct client_limits client_limits;
 };
 
 /*

@@ -64,6 +64,30 @@ parse_duration(const char *s, unsigned *seconds)
 }
 
 int
+parse_size(const char *s, size_t min, size_t max, size_t *out)
+{
+	static const struct word units[] = { { "k", 10 }, { "m", 20 }, { "g", 30 } };
+	unsigned long long v = 0;
+	const char *p;
+	int shift = 0;
+
+	if (s == NULL || *s < '0' || *s > '9')
+		return -1;
+	for (p = s; *p >= '0' && *p <= '9'; p++) {
+		v = v * 10 + (unsigned)(*p - '0');
+		if (v > (1ULL << 40))
+			return -1;
+	}
+	if (*p != '\0' && (p[1] != '\0' || parse_word(p, units, sizeof(units) / sizeof(units[0]), &shift) != 0))
+		return -1;
+	v <<= shift;
+	if (v < min || v > max)
+		return -1;
+	*out = (size_t)v;
+	return 0;
+}
+
+int
 parse_word(const char *s, const struct word *words, size_t n, int *out)
 {
 	for (size_t i = 0; i < n; i++)

@@ -17,6 +17,9 @@ int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out);
 /* Whole seconds: "10", "10s", "5m", "2h", "1d".  0 or -1. */
 int parse_duration(const char *s, unsigned *seconds);
 
+/* Bytes: "65536", "64K", "256M", "1G" (binary units), within min..max.  0 or -1. */
+int parse_size(const char *s, size_t min, size_t max, size_t *out);
+
 /* One of a fixed set of words, any case: its value, or -1. */
 struct word {
 	const char *name;

@@ -115,6 +115,18 @@ log_record(struct conn *c)
 	log_conn(&r);
 }
 
+/* The head is complete (or the connection ends): it no longer counts as pending. */
+static void
+pending_done(struct conn *c)
+{
+	if (!c->pending)
+		return;
+	c->pending = false;
+	atomic_fetch_sub(&server.conns_pending, 1);
+	if (c->peer_ref.slot != 0)
+		clients_release(server.peers, &c->peer_ref);
+}
+
 /*
  * The one place a connection ends: its record is written, its descriptors,
  * events and buffers released, and it goes to its owner to be freed once
@@ -130,7 +142,8 @@ conn_close(struct conn *c, enum conn_result result, const char *reason)
 	c->result = result;
 	if (reason != NULL)
 		c->reason = reason;
-	log_record(c);
+	if (!c->quiet)
+		log_record(c);
 	metrics_conn_end(result, c->hs_failure, c->backend != NULL ? c->snap->stats[c->backend_index] : NULL,
 	    c->bytes_in, c->bytes_out);
 
@@ -151,6 +164,9 @@ conn_close(struct conn *c, enum conn_result result, const char *reason)
 		atomic_fetch_sub(&server.conns_active, 1);
 	atomic_fetch_sub(&server.conns_open, 1);
 	c->active = false;
+	pending_done(c);
+	if (c->client_ref.slot != 0)
+		clients_release(server.clients, &c->client_ref);
 	c->state = CONN_CLOSED;
 	c->owner->closed(c->owner, c);
 }
@@ -216,6 +232,57 @@ refuse(struct conn *c, int status, const char *reason, const char *detail)
 	conn_pump(c);
 }
 
+/*
+ * A refusal that a limit decided: counted, and logged once per client per
+ * interval (log), with how many of its refusals went unlogged meanwhile.
+ */
+static void
+refuse_limited(struct conn *c, int status, const char *reason, enum refusal r, bool log, uint32_t suppressed)
+{
+	metrics_refusal(r);
+	if (!log)
+		c->quiet = true;
+	else if (suppressed > 0)
+		snprintf(c->detail, sizeof(c->detail), "%s (and %u more since the last logged)", reason, suppressed);
+	refuse(c, status, reason, log && suppressed > 0 ? c->detail : NULL);
+}
+
+/* [clients] (DESIGN §9): deny, then the per-client limits.  False when refused. */
+static bool
+client_admitted(struct conn *c)
+{
+	const struct config *cfg = c->snap->cfg;
+	const struct sockaddr *src = (const struct sockaddr *)&c->req.src;
+	const struct client_limits *lim = &cfg->client_limits;
+	struct client_admission adm;
+	uint32_t suppressed = 0;
+	bool log;
+
+	if (addr_cidr_match(cfg->deny, cfg->ndeny, src)) {
+		log = clients_should_log(server.clients, src, conn_now_ms(), &suppressed);
+		refuse_limited(c, 403, "client denied", REFUSAL_CLIENT_DENY, log, suppressed);
+		return false;
+	}
+	if (lim->max_conns == 0 && lim->rate.count == 0)
+		return true;
+	switch (clients_admit(server.clients, lim, src, conn_now_ms(), &adm)) {
+	case CLIENT_ADMIT:
+		c->client_ref = adm.ref;
+		return true;
+	case CLIENT_OVER_CONNECTIONS:
+		refuse_limited(c, 429, "too many connections from this client", REFUSAL_CLIENT_CONNECTIONS, adm.log,
+		    adm.suppressed);
+		return false;
+	case CLIENT_OVER_RATE:
+		refuse_limited(c, 429, "too many new connections from this client", REFUSAL_CLIENT_RATE, adm.log,
+		    adm.suppressed);
+		return false;
+	default:
+		refuse_limited(c, 503, "client table full", REFUSAL_CLIENT_TABLE_FULL, adm.log, adm.suppressed);
+		return false;
+	}
+}
+
 /* The head passed every check: pick the backend, connect it, answer 101. */
 static void
 accept_request(struct conn *c)
@@ -223,6 +290,8 @@ accept_request(struct conn *c)
 	const struct config *cfg = c->snap->cfg;
 	const struct backend_conf *b;
 
+	if (!client_admitted(c))
+		return;
 	if ((b = backend_route(cfg, c->req.target_host, c->req.target_port)) == NULL) {
 		refuse(c, 404, "no backend for target", NULL);
 		return;
@@ -356,6 +425,7 @@ read_head(struct conn *c)
 		conn_set_interest(c, WANT_RELAY_READ);
 		return;
 	}
+	pending_done(c);
 	if (c->req.status != 0) {
 		refuse(c, c->req.status, c->req.reason, NULL);
 		return;
@@ -567,6 +637,58 @@ conn_timeout(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/*
+ * Refused before its head is read (a pending bound): the answer goes out
+ * if the socket takes it now, and the connection ends at once, holding no
+ * descriptor for a linger.
+ */
+static void
+refuse_at_once(struct conn *c, int status, const char *reason, enum refusal r, bool log, uint32_t suppressed)
+{
+	char buf[512];
+	size_t len = ingress_format_refusal(status, reason, buf, sizeof(buf));
+
+	metrics_refusal(r);
+	c->status = status;
+	c->quiet = !log;
+	if (log && suppressed > 0) {
+		snprintf(c->detail, sizeof(c->detail), "%s (and %u more since the last logged)", reason, suppressed);
+		reason = c->detail;
+	}
+	if (send(c->relay_fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+		log_debug("conn %llu: %s", (unsigned long long)c->id, strerror(errno));
+	conn_close(c, conn_result_for_status(status), reason);
+}
+
+/* max_pending, max_pending_per_peer: false when refused. */
+static bool
+pending_admitted(struct conn *c, const struct listener *l)
+{
+	const struct config *cfg = c->snap->cfg;
+	const struct sockaddr *peer = (const struct sockaddr *)&c->peer_addr;
+	struct client_limits per_peer = { .max_conns = cfg->max_pending_per_peer };
+	struct client_admission adm;
+	uint32_t suppressed = 0;
+
+	c->pending = true;
+	if (atomic_fetch_add(&server.conns_pending, 1) >= cfg->max_pending) {
+		bool log = server.peers == NULL || peer->sa_family == AF_UNSPEC ||
+		    clients_should_log(server.peers, peer, conn_now_ms(), &suppressed);
+		refuse_at_once(c, 503, "too many pending connections", REFUSAL_PENDING, log, suppressed);
+		return false;
+	}
+	/* A unix: listener has one peer, whose socket permissions decide. */
+	if (l->kind == LISTEN_UNIX || peer->sa_family == AF_UNSPEC || server.peers == NULL)
+		return true;
+	if (clients_admit(server.peers, &per_peer, peer, conn_now_ms(), &adm) != CLIENT_ADMIT) {
+		refuse_at_once(c, 429, "too many pending connections from this peer", REFUSAL_PENDING_PEER, adm.log,
+		    adm.suppressed);
+		return false;
+	}
+	c->peer_ref = adm.ref;
+	return true;
+}
+
 struct conn *
 conn_new(struct conn_owner *o, int fd, const struct sockaddr *peer)
 {
@@ -589,6 +711,9 @@ conn_new(struct conn_owner *o, int fd, const struct sockaddr *peer)
 	clock_gettime(CLOCK_MONOTONIC, &c->started);
 	atomic_fetch_add(&server.conns_open, 1);
 	addr_format(peer != NULL ? peer : &unknown, c->peer, sizeof(c->peer));
+	if (peer != NULL && (peer->sa_family == AF_INET || peer->sa_family == AF_INET6))
+		memcpy(&c->peer_addr, peer, peer->sa_family == AF_INET ? sizeof(struct sockaddr_in) :
+		    sizeof(struct sockaddr_in6));
 	/* On a unix: listener the socket file's permissions decide who connects. */
 	c->peer_allowed = peer != NULL && addr_cidr_match(c->snap->cfg->allow, c->snap->cfg->nallow, peer);
 	return c;
@@ -611,5 +736,6 @@ conn_start(struct conn *c, const struct listener *l)
 		return;
 	}
 	arm_timer(c, c->snap->cfg->header_timeout);
-	conn_set_interest(c, WANT_RELAY_READ);
+	if (pending_admitted(c, l))
+		conn_set_interest(c, WANT_RELAY_READ);
 }

@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "buf.h"
+#include "clients.h"
 #include "conn_owner.h"
 #include "ingress.h"
 #include "result.h"
@@ -65,6 +66,13 @@ struct conn {
 
 	bool peer_allowed;
 	char peer[64];
+	struct sockaddr_storage peer_addr;      /* AF_UNSPEC on a unix: listener */
+
+	/* What the limits counted: undone in conn_close(). */
+	bool pending;                   /* in server.conns_pending (head not complete) */
+	struct client_ref peer_ref;     /* max_pending_per_peer, while pending */
+	struct client_ref client_ref;   /* [clients] max_connections */
+	bool quiet;                     /* a refusal whose client was logged recently: no record */
 
 	struct ingress_req req;
 	const struct backend_conf *backend;     /* routed to; NULL before (or when refused) */

@@ -83,6 +83,7 @@ reload(void)
 	snapshot_release(old);
 	log_set_level(s->cfg->log_level);
 	certwatch_update(s->cfg);
+	server_limits_apply(s->cfg);
 	snapshot_install(s);
 	log_notice("configuration reloaded from %s", mt.config_path);
 	sd_notify(0, "READY=1");
@@ -287,6 +288,8 @@ start(struct snapshot *snap)
 	struct timeval tick = { STATUS_INTERVAL, 0 };
 
 	log_set_level(snap->cfg->log_level);
+	if (server_limits_init(snap->cfg, err, sizeof(err)) != 0)
+		fatalx("%s", err);
 	snapshot_install(snap);
 	signal(SIGPIPE, SIG_IGN);
 	raise_nofile();
@@ -368,6 +371,7 @@ stop(void)
 	listeners_close();
 	free(server.workers);
 	snapshot_install(NULL);
+	server_limits_free();
 }
 
 int

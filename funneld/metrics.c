@@ -24,6 +24,7 @@
 
 static atomic_ullong results[RESULT_COUNT];
 static atomic_ullong hs_failures[HS_FAIL_COUNT];
+static atomic_ullong refusals[REFUSAL_COUNT];
 static atomic_ullong total_bytes_in, total_bytes_out;
 
 static pthread_mutex_t backends_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -70,6 +71,13 @@ metrics_conn_end(enum conn_result r, enum hs_failure hs, struct backend_stats *b
 	}
 }
 
+void
+metrics_refusal(enum refusal r)
+{
+	if ((unsigned)r < REFUSAL_COUNT)
+		atomic_fetch_add_explicit(&refusals[r], 1, memory_order_relaxed);
+}
+
 char *
 metrics_render(unsigned conns_open, size_t *lenp)
 {
@@ -93,6 +101,11 @@ metrics_render(unsigned conns_open, size_t *lenp)
 	for (int i = HS_FAIL_NONE + 1; i < HS_FAIL_COUNT; i++)
 		fprintf(f, "funneld_handshake_failures_total{reason=\"%s\"} %llu\n", hs_failure_name((enum hs_failure)i),
 		    (unsigned long long)atomic_load(&hs_failures[i]));
+	fprintf(f, "# HELP funneld_refusals_total Connections refused by a limit, by which one.\n"
+	    "# TYPE funneld_refusals_total counter\n");
+	for (int i = 0; i < REFUSAL_COUNT; i++)
+		fprintf(f, "funneld_refusals_total{limit=\"%s\"} %llu\n", refusal_name((enum refusal)i),
+		    (unsigned long long)atomic_load(&refusals[i]));
 	fprintf(f, "# HELP funneld_bytes_in_total Decrypted bytes from clients to backends.\n"
 	    "# TYPE funneld_bytes_in_total counter\nfunneld_bytes_in_total %llu\n",
 	    (unsigned long long)atomic_load(&total_bytes_in));

@@ -23,6 +23,9 @@ struct backend_stats *metrics_backend(const char *name);        /* find or creat
 void metrics_conn_end(enum conn_result r, enum hs_failure hs, struct backend_stats *b,
     uint64_t bytes_in, uint64_t bytes_out);
 
+/* A connection refused by a limit (DESIGN §9, max_pending). */
+void metrics_refusal(enum refusal r);
+
 /* Render the whole text exposition into a malloc'd string. */
 char *metrics_render(unsigned conns_open, size_t *len);
 

@@ -8,6 +8,7 @@ static const char *const result_names[RESULT_COUNT] = {
 	[RESULT_REFUSED_404] = "refused_404",
 	[RESULT_REFUSED_405] = "refused_405",
 	[RESULT_REFUSED_408] = "refused_408",
+	[RESULT_REFUSED_429] = "refused_429",
 	[RESULT_REFUSED_431] = "refused_431",
 	[RESULT_REFUSED_502] = "refused_502",
 	[RESULT_REFUSED_503] = "refused_503",
@@ -35,6 +36,21 @@ static const char *const hs_failure_names[HS_FAIL_COUNT] = {
 	[HS_FAIL_OTHER] = "other",
 };
 
+static const char *const refusal_names[REFUSAL_COUNT] = {
+	[REFUSAL_PENDING] = "max_pending",
+	[REFUSAL_PENDING_PEER] = "max_pending_per_peer",
+	[REFUSAL_CLIENT_DENY] = "deny",
+	[REFUSAL_CLIENT_CONNECTIONS] = "too_many_connections",
+	[REFUSAL_CLIENT_RATE] = "rate_limited",
+	[REFUSAL_CLIENT_TABLE_FULL] = "table_full",
+};
+
+const char *
+refusal_name(enum refusal r)
+{
+	return (unsigned)r < REFUSAL_COUNT ? refusal_names[r] : "unknown";
+}
+
 const char *
 conn_result_name(enum conn_result r)
 {
@@ -56,6 +72,7 @@ conn_result_for_status(int status)
 	case 404: return RESULT_REFUSED_404;
 	case 405: return RESULT_REFUSED_405;
 	case 408: return RESULT_REFUSED_408;
+	case 429: return RESULT_REFUSED_429;
 	case 431: return RESULT_REFUSED_431;
 	case 502: return RESULT_REFUSED_502;
 	case 503: return RESULT_REFUSED_503;

@@ -9,6 +9,7 @@ enum conn_result {
 	RESULT_REFUSED_404,
 	RESULT_REFUSED_405,
 	RESULT_REFUSED_408,
+	RESULT_REFUSED_429,
 	RESULT_REFUSED_431,
 	RESULT_REFUSED_502,
 	RESULT_REFUSED_503,
@@ -38,7 +39,19 @@ enum hs_failure {
 	HS_FAIL_COUNT
 };
 
-const char *conn_result_name(enum conn_result r);      /* "ok", "refused_404", ... */
+/* Refusals that the limits decide (counted apart from the status answered). */
+enum refusal {
+	REFUSAL_PENDING,                /* max_pending */
+	REFUSAL_PENDING_PEER,           /* max_pending_per_peer */
+	REFUSAL_CLIENT_DENY,            /* [clients] deny */
+	REFUSAL_CLIENT_CONNECTIONS,     /* [clients] max_connections */
+	REFUSAL_CLIENT_RATE,            /* [clients] rate */
+	REFUSAL_CLIENT_TABLE_FULL,      /* the client table has no room (capacity too small) */
+	REFUSAL_COUNT
+};
+
+const char *conn_result_name(enum conn_result r);
+const char *refusal_name(enum refusal r);            /* "max_pending", "deny", ... */      /* "ok", "refused_404", ... */
 enum conn_result conn_result_for_status(int status);   /* 400 -> RESULT_REFUSED_400, ... */
 const char *hs_failure_name(enum hs_failure f);        /* "unrecognized_name", ... */
 

@@ -1,7 +1,13 @@
 /* Process-wide state and configuration snapshots; see server.h. */
+#include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
 
+#include "clients.h"
+#include "log.h"
 #include "metrics.h"
 #include "server.h"
 #include "tls.h"
@@ -71,4 +77,58 @@ snapshot_install(struct snapshot *s)
 	current = s;
 	pthread_mutex_unlock(&current_lock);
 	snapshot_release(old);
+}
+
+#define CLIENT_LOG_INTERVAL_MS 10000    /* a client's refusals are logged once per this */
+#define CLIENT_TABLE_MIN 65536
+
+/* Four entries per connection that can hold one (clients.h), at least CLIENT_TABLE_MIN. */
+static size_t
+table_capacity(unsigned bound)
+{
+	size_t want = (size_t)bound * 4;
+
+	return want < CLIENT_TABLE_MIN ? CLIENT_TABLE_MIN : want;
+}
+
+int
+server_limits_init(const struct config *cfg, char *err, size_t errlen)
+{
+	uint8_t key[SIPHASH_KEY_LEN];
+
+	if (getrandom(key, sizeof(key), 0) != (ssize_t)sizeof(key)) {
+		snprintf(err, errlen, "getrandom: %s", strerror(errno));
+		return -1;
+	}
+	server.clients = clients_new(table_capacity(cfg->max_connections + cfg->max_pending), key,
+	    CLIENT_LOG_INTERVAL_MS);
+	key[0] ^= 0x5a;                 /* a different key: the tables need not collide alike */
+	server.peers = clients_new(table_capacity(cfg->max_pending), key, CLIENT_LOG_INTERVAL_MS);
+	explicit_bzero(key, sizeof(key));
+	if (server.clients == NULL || server.peers == NULL) {
+		snprintf(err, errlen, "client tables: %s", strerror(errno));
+		return -1;
+	}
+	server_limits_apply(cfg);
+	return 0;
+}
+
+void
+server_limits_apply(const struct config *cfg)
+{
+	struct clients_stats st;
+
+	atomic_store(&server.accept_limit, cfg->max_connections + cfg->max_pending);
+	clients_stats(server.clients, &st);
+	if ((size_t)(cfg->max_connections + cfg->max_pending) * 4 > st.capacity)
+		log_notice("max_connections + max_pending above a quarter of the client table (%zu entries): "
+		    "restart to resize it", st.capacity);
+}
+
+void
+server_limits_free(void)
+{
+	clients_free(server.clients);
+	clients_free(server.peers);
+	server.clients = server.peers = NULL;
 }

@@ -43,9 +43,22 @@ struct server {
 	_Atomic int phase;
 	atomic_uint conns_open;         /* every accepted connection not yet closed */
 	atomic_uint conns_active;       /* past the checks (101 written or being written) */
+	atomic_uint conns_pending;      /* head not complete yet */
+	atomic_uint accept_limit;       /* conns_open at which accepting pauses */
 	atomic_ullong next_conn_id;
+	struct clients *clients;        /* [clients] limits, by public client */
+	struct clients *peers;          /* max_pending_per_peer, by TCP peer */
 };
 
 extern struct server server;
+
+/*
+ * The limits tables, sized for cfg's bounds (they live for the process: a
+ * reload that raises the bounds far past them is told to restart).  0, or
+ * -1 with err set.
+ */
+int server_limits_init(const struct config *cfg, char *err, size_t errlen);
+void server_limits_apply(const struct config *cfg);     /* at start and on reload */
+void server_limits_free(void);
 
 #endif

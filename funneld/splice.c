@@ -181,6 +181,14 @@ splice_b2c(struct conn *c)
 		if (c->b2c_eof) {
 			if (c->b2c_done)
 				return 0;
+			/* The data goes out before our close_notify: once that is
+			 * queued, a client that has gone lost nothing of the stream. */
+			if (buf_pending(&c->io.tx) > 0) {
+				if (conn_flush_tx(c) != 0)
+					return 0;       /* splice_flush sees the failure */
+				if (buf_pending(&c->io.tx) > 0)
+					return WANT_RELAY_WRITE;
+			}
 			/* close_notify would vouch for a stream the backend cut short. */
 			if (!c->backend_lost && (ret = mbedtls_ssl_close_notify(&c->tls.ssl)) < 0)
 				goto tls_error;
@@ -227,8 +235,13 @@ splice_flush(struct conn *c)
 			conn_close(c, RESULT_RELAY_ERROR, c->detail);
 			return 0;
 		}
-		/* The client has gone after its own close: nobody is left to read
-		 * what the backend still sends, and the stream did not end well. */
+		/* The client has gone after its own close.  If all the data was
+		 * out, only our close_notify is lost: the stream ended well. */
+		if (c->b2c_done) {
+			buf_release(&c->owner->pool, &c->io.tx);
+			c->relay_shut = true;
+			return 0;
+		}
 		snprintf(c->detail, sizeof(c->detail), "client gone before the backend finished: %s", strerror(errno));
 		conn_close(c, RESULT_RELAY_ERROR, c->detail);
 		return 0;

@@ -17,6 +17,7 @@
 
 #define ACCEPT_BATCH 64                 /* per wake-up, so one listener cannot starve the rest */
 #define ACCEPT_PAUSE_MS 100             /* after EMFILE/ENFILE */
+#define ACCEPT_FULL_PAUSE_MS 20         /* at max_connections + max_pending */
 #define POOL_QUIET_MS 1000              /* a pool unused this long frees its spare buffers */
 
 static void
@@ -64,6 +65,15 @@ on_accept(evutil_socket_t fd, short what, void *arg)
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
 		struct sockaddr_storage peer;
 		socklen_t plen = sizeof(peer);
+
+		/* Every connection counts, in any state: at the bound new ones
+		 * wait in the kernel's backlog until one ends. */
+		if (atomic_load(&server.conns_open) >= atomic_load(&server.accept_limit)) {
+			struct timeval tv = { 0, ACCEPT_FULL_PAUSE_MS * 1000 };
+			accept_enable(w, false);
+			evtimer_add(w->accept_pause_ev, &tv);
+			return;
+		}
 		int s = accept4(fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (s >= 0) {
 			worker_adopt(w, s, l, plen > 0 ? (struct sockaddr *)&peer : NULL);

@@ -244,7 +244,9 @@ class Funneld:
     def records(self):
         """The per-connection log lines, parsed into dicts."""
         out = []
-        for line in self.log().splitlines():
+        text = self.log()
+        # Only whole lines: funneld may be writing the last one right now.
+        for line in text[:text.rfind("\n") + 1].splitlines():
             m = re.match(r"^funneld: conn (\d+) (.*)$", line)
             if not m:
                 continue

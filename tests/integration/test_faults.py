@@ -514,8 +514,10 @@ class SlowHeads(FaultCase):
         cls.be = h.Backend(cls.wd("be.sock"), mode="echo")
         cls.backends = [cls.be]
         cls.addr = cls.wd("funneld.sock")
+        # Room for all of them: this is about slow heads, not the pending
+        # bound (test_limits.py has that).
         cls.start_funneld(h.make_config("unix:" + cls.addr, cert, key, [(f"{TARGET}:443", cls.be.path)],
-                                        header_timeout=f"{cls.HEADER_TIMEOUT}s"))
+                                        header_timeout=f"{cls.HEADER_TIMEOUT}s", max_pending=cls.N + 100))
 
     @classmethod
     def tearDownClass(cls):
