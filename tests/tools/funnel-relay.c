@@ -1246,6 +1246,17 @@ relay_free(struct relay *r)
 	event_base_free(r->base);
 }
 
+/* Whether 16 address bytes are IPv4-mapped (no struct in6_addr cast: a
+ * byte array need not be aligned for one). */
+static bool
+bytes_v4mapped(const uint8_t a[16])
+{
+	static const uint8_t	 prefix[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	    0xff, 0xff };
+
+	return (memcmp(a, prefix, sizeof prefix) == 0);
+}
+
 /*
  * --src in forward mode: IP, IP:PORT, [V6] or [V6]:PORT.  An IPv4-mapped
  * IPv6 address becomes IPv4, as tailscaled unmaps the client's.
@@ -1279,7 +1290,7 @@ parse_fwd_src(const char *s, struct relay_config *conf)
 		a->family = AF_INET;
 	else if (bracketed && inet_pton(AF_INET6, host, a->addr) == 1) {
 		a->family = AF_INET6;
-		if (IN6_IS_ADDR_V4MAPPED((struct in6_addr *)a->addr)) {
+		if (bytes_v4mapped(a->addr)) {
 			memmove(a->addr, a->addr + 12, 4);
 			memset(a->addr + 4, 0, 12);
 			a->family = AF_INET;
@@ -1439,7 +1450,7 @@ parse_args(int argc, char **argv, struct relay_config *conf)
 		case OPT_NODE_IPV6:
 			forward_only = "--node-ipv6";
 			if (inet_pton(AF_INET6, optarg, conf->node6) != 1 ||
-			    IN6_IS_ADDR_V4MAPPED((struct in6_addr *)conf->node6))
+			    bytes_v4mapped(conf->node6))
 				usage_error("bad --node-ipv6 %s: want an IPv6 "
 				    "address, not IPv4-mapped", optarg);
 			break;
