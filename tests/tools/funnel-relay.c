@@ -1,14 +1,36 @@
 /*
- * funnel-relay: plays Tailscale's Funnel ingress relay on one machine.
+ * funnel-relay: plays Tailscale's Funnel path on one machine, in one of two
+ * modes.  There is no TLS here in either: bytes are only moved.
  *
- * It accepts "public" TCP clients on a local port and, for each, connects to
- * funneld and sends the request head the real relay sends (DESIGN.md section
- * 1).  By default the client's first bytes (a TLS ClientHello) follow the
- * head at once, in the same write, before funneld has answered; --wait-101
- * holds every client byte back until the answer.  Once funneld has answered
- * exactly "HTTP/1.1 101 Switching Protocols", raw bytes are spliced both
- * ways with back-pressure and half-close.  There is no TLS here: bytes are
- * only moved.  Any other answer is logged and the client closed.
+ * Ingress mode (the default) plays the ingress relay talking to a node's
+ * peerAPI (DESIGN.md section 1).  It accepts "public" TCP clients on a
+ * local port and, for each, connects to funneld and sends the request head
+ * the real relay sends.  By default the client's first bytes (a TLS
+ * ClientHello) follow the head at once, in the same write, before funneld
+ * has answered; --wait-101 holds every client byte back until the answer.
+ * Once funneld has answered exactly "HTTP/1.1 101 Switching Protocols", raw
+ * bytes are spliced both ways with back-pressure and half-close.  Any other
+ * answer is logged and the client closed.
+ *
+ * Forward mode (--forward) plays the relay and a stock tailscaled together,
+ * as with `tailscale funnel --tcp 443 --proxy-protocol 2 tcp://HOST:PORT`
+ * (DESIGN.md section 8): tailscaled answers the relay's /v0/ingress itself,
+ * so funneld sees no head, only what tailscaled's TCP forwarder
+ * (ipn/ipnlocal serve.go, forwardTCPWithProxyProtocol) writes.  For each
+ * client it dials the backend (-f, funneld's [listener]; 10 s to connect,
+ * else the client is closed), writes the PROXY header alone (v1 or v2 with
+ * --proxy-protocol, none with 0: command PROXY; TCP4 or TCP6 by the
+ * client's family, an IPv4-mapped client sent as TCP4; source = the client's
+ * address and port, or --src; destination = the node's Tailscale address of
+ * that family (--node-ipv4 / --node-ipv6) with the port tailscaled puts
+ * there: the backend's, the one it dialled (--dst-port overrides); no TLVs,
+ * so v2 is exactly 28 or 52 bytes), then reads the client and copies bytes
+ * both ways.  There is no half-close: the first EOF (or error) from either
+ * side ends both.  What that side sent before is written out first, as
+ * io.Copy does before it returns; then both sockets are closed, whatever
+ * is still on its way to the side that ended.  The header is formatted
+ * here, as go-proxyproto does it (IPv6 in RFC 5952 text, as Go prints it),
+ * not with funneld's writer, so tests compare two implementations.
  */
 
 #include <sys/types.h>
@@ -51,9 +73,25 @@
 #define RELAY_WRITE_MAX		65536	/* bytes per write(): head + first */
 #define RELAY_FIRST_WAIT_MS	1000
 #define RELAY_ANSWER_TIMEOUT	30
+#define RELAY_DIAL_TIMEOUT	10	/* tailscaled's, for the backend */
+#define RELAY_DRAIN_TIMEOUT	30	/* forward mode: last bytes, then close */
+#define RELAY_NODE_IPV4		"100.100.100.100"
+#define RELAY_NODE_IPV6		"fd7a:115c:a1e0::1"
+#define PP_V1_MAX		107
+#define PP_V2_SIG_LEN		12
 #define RELAY_BACKLOG		1024
 
 static const char answer_101[] = "HTTP/1.1 101 Switching Protocols\r\n\r\n";
+static const uint8_t pp2_sig[PP_V2_SIG_LEN] = {
+	0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a
+};
+
+/* An address as a PROXY header carries it. */
+struct pp_addr {
+	int			 family;	/* AF_INET or AF_INET6 */
+	uint8_t			 addr[16];	/* network order; 4 bytes for AF_INET */
+	uint16_t		 port;
+};
 
 struct relay_addr {
 	struct sockaddr_storage	 ss;
@@ -68,6 +106,14 @@ struct relay_config {
 	const char		*target;	/* -t host:port, sent as is */
 	char			 host[256];	/* its host part, for Host: */
 	const char		*src;		/* --src, or NULL: the client */
+	bool			 forward;	/* --forward: tailscaled's forwarder */
+	int			 proxy_version;	/* --proxy-protocol: 0, 1 or 2 */
+	struct pp_addr		 fwd_src;	/* --forward --src, parsed */
+	bool			 fwd_src_set;
+	bool			 fwd_src_port;	/* it had a port */
+	uint8_t			 node4[4];	/* --node-ipv4 */
+	uint8_t			 node6[16];	/* --node-ipv6 */
+	int			 dst_port;	/* --dst-port; -1: the backend's */
 	bool			 wait_101;
 	int			 first_wait_ms;
 	int			 answer_timeout;	/* seconds */
@@ -79,6 +125,11 @@ enum conn_state {
 	CONN_FIRST,		/* waiting for the client's first bytes */
 	CONN_WAIT_101,		/* head sent, waiting for funneld's answer */
 	CONN_SPLICE,		/* raw bytes both ways */
+	CONN_DIAL,		/* --forward: dialling the backend, client held */
+	CONN_HEADER,		/* --forward: the PROXY header going out alone */
+	CONN_FORWARD,		/* --forward: bytes both ways until an EOF */
+	CONN_DRAIN,		/* --forward: a side ended; its last bytes go
+				 * out to the other, then both close */
 };
 
 #define SIDE_CLIENT	0
@@ -101,6 +152,9 @@ struct conn {
 	enum conn_state		 state;
 	bool			 connected;	/* to funneld */
 	struct side		 side[2];
+	struct sockaddr_storage	 peer_ss;	/* the client, as accepted */
+	int			 drain_to;	/* CONN_DRAIN: the side written */
+	char			 end_reason[160]; /* CONN_DRAIN: why, for the log */
 	struct timespec		 start;
 	/* First-bytes wait, then the wait for the 101.  A timer of its own:
 	 * libevent 2.1 keeps a bufferevent's old timeout when it is cleared
@@ -143,20 +197,47 @@ usage(FILE *f)
 {
 	fprintf(f,
 "usage: %s -f HOST:PORT|unix:PATH -t HOST:PORT [-l ADDR:PORT ...] [options]\n"
+"       %s --forward [--proxy-protocol 0|1|2] -f HOST:PORT [-l ADDR:PORT ...]\n"
+"                   [options]\n"
 "\n"
 "Plays Tailscale's Funnel ingress relay: accepts public TCP clients and hands\n"
 "each to funneld with POST /v0/ingress, then splices raw bytes both ways.\n"
+"With --forward, plays the relay and a stock tailscaled's TCP forwarder\n"
+"(tailscale funnel --tcp PORT --proxy-protocol N tcp://HOST:PORT): dials\n"
+"funneld's [listener], writes a PROXY header, copies bytes both ways, and\n"
+"ends both sides at the first EOF.\n"
 "\n"
 "  -l, --listen ADDR:PORT    public address to listen on: 127.0.0.1:8443,\n"
 "                            [::1]:8443 (port 0 = any free port; the one\n"
 "                            chosen is printed).  Repeatable.\n"
 "                            Default 127.0.0.1:8443.\n"
 "  -f, --funneld ADDR        funneld's listener: HOST:PORT, [V6]:PORT or\n"
-"                            unix:PATH.  Required.\n"
+"                            unix:PATH (with --forward: unix: only with\n"
+"                            --proxy-protocol 0, as tailscaled).  Required.\n"
 "  -t, --target HOST:PORT    Tailscale-Ingress-Target to send (its host is\n"
-"                            also the Host header).  Required.\n"
+"                            also the Host header).  Required, except with\n"
+"                            --forward, where there is no head.\n"
 "      --src IP:PORT         send this Tailscale-Ingress-Src instead of the\n"
 "                            client's address (sent verbatim, for tests).\n"
+"                            With --forward: the PROXY source instead of the\n"
+"                            client's: IP, IP:PORT, [V6] or [V6]:PORT (no\n"
+"                            port: the client's); its family picks TCP4 or\n"
+"                            TCP6 (an IPv4-mapped one is sent as TCP4).\n"
+"\n"
+"Forward mode (tailscaled's forwarder):\n"
+"      --forward             this mode.\n"
+"      --proxy-protocol N    PROXY header: 0 none (default, as tailscaled\n"
+"                            without --proxy-protocol), 1 text, 2 binary\n"
+"                            (28 bytes for TCP4, 52 for TCP6, no TLVs).\n"
+"      --node-ipv4 IP        destination address in TCP4 headers: the\n"
+"                            node's Tailscale IPv4 (default %s).\n"
+"      --node-ipv6 IP        destination address in TCP6 headers: the\n"
+"                            node's Tailscale IPv6 (default %s).\n"
+"      --dst-port N          destination port in the header, 0..65535\n"
+"                            (default: the port of -f, i.e. the backend's,\n"
+"                            which is what tailscaled sends).\n"
+"\n"
+"Ingress mode only:\n"
 "      --wait-101            forward no client byte before funneld answered\n"
 "                            101 (default: the client's first bytes follow\n"
 "                            the head in the same write, as the relay does).\n"
@@ -165,6 +246,8 @@ usage(FILE *f)
 "                            (default %d).\n"
 "      --answer-timeout SEC  give up when funneld has not answered in time\n"
 "                            (default %d).\n"
+"\n"
+"Both modes:\n"
 "      --max-clients N       concurrent clients, 1..%d; more are refused\n"
 "                            (default %d).\n"
 "  -v, --verbose             log one line per connection when it ends.\n"
@@ -172,7 +255,8 @@ usage(FILE *f)
 "\n"
 "Prints \"%s: listening on ADDR:PORT\" on stderr once listening.\n"
 "SIGTERM or SIGINT: exit 0.  Exit 1 on start-up errors, 2 on bad usage.\n",
-	    RELAY_NAME, RELAY_FIRST_WAIT_MS, RELAY_ANSWER_TIMEOUT,
+	    RELAY_NAME, RELAY_NAME, RELAY_NODE_IPV4, RELAY_NODE_IPV6,
+	    RELAY_FIRST_WAIT_MS, RELAY_ANSWER_TIMEOUT,
 	    RELAY_MAX_CLIENTS, RELAY_MAX_CLIENTS, RELAY_NAME);
 }
 
@@ -486,6 +570,256 @@ conn_splice(struct conn *c)
 		conn_maybe_shut(c, SIDE_FUNNELD);
 }
 
+/* ---- forward mode: tailscaled's TCP forwarder ---- */
+
+/*
+ * An IP address as Go's net.IP.String() prints it (go-proxyproto's v1
+ * text): IPv4 dotted; IPv6 per RFC 5952, lower case, no leading zeros, the
+ * first longest run of two or more zero groups as "::", and no dotted tail
+ * (glibc's inet_ntop writes ::1.2.3.4 where Go writes ::102:304).
+ */
+static void
+pp_addr_text(const struct pp_addr *a, char *out, size_t cap)
+{
+	unsigned int	 g[8];
+	int		 i, j, best = -1, bestlen = 0;
+	size_t		 n = 0;
+
+	if (a->family == AF_INET) {
+		snprintf(out, cap, "%u.%u.%u.%u", a->addr[0], a->addr[1],
+		    a->addr[2], a->addr[3]);
+		return;
+	}
+	for (i = 0; i < 8; i++)
+		g[i] = (unsigned int)a->addr[2 * i] << 8 | a->addr[2 * i + 1];
+	for (i = 0; i < 8; i = j + 1) {
+		for (j = i; j < 8 && g[j] == 0; j++)
+			;
+		if (j - i > bestlen) {
+			best = i;
+			bestlen = j - i;
+		}
+	}
+	if (bestlen < 2)
+		best = -1;
+	out[0] = '\0';
+	for (i = 0; i < 8 && n < cap; i++) {
+		if (i == best) {
+			n += (size_t)snprintf(out + n, cap - n, "::");
+			i += bestlen - 1;
+		} else
+			n += (size_t)snprintf(out + n, cap - n, "%s%x",
+			    i == 0 || i == best + bestlen ? "" : ":", g[i]);
+	}
+}
+
+/* A socket address as a header carries it, IPv4-mapped IPv6 unmapped
+ * (tailscaled: Is4In6 -> Unmap).  -1 for other families. */
+static int
+pp_addr_from(const struct sockaddr *sa, struct pp_addr *a)
+{
+	const struct sockaddr_in	*sin;
+	const struct sockaddr_in6	*sin6;
+
+	memset(a, 0, sizeof *a);
+	switch (sa->sa_family) {
+	case AF_INET:
+		sin = (const struct sockaddr_in *)sa;
+		a->family = AF_INET;
+		memcpy(a->addr, &sin->sin_addr, 4);
+		a->port = ntohs(sin->sin_port);
+		return (0);
+	case AF_INET6:
+		sin6 = (const struct sockaddr_in6 *)sa;
+		a->port = ntohs(sin6->sin6_port);
+		if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
+			a->family = AF_INET;
+			memcpy(a->addr, &sin6->sin6_addr.s6_addr[12], 4);
+		} else {
+			a->family = AF_INET6;
+			memcpy(a->addr, &sin6->sin6_addr, 16);
+		}
+		return (0);
+	default:
+		return (-1);
+	}
+}
+
+static uint16_t
+sockaddr_port(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET)
+		return (ntohs(((const struct sockaddr_in *)ss)->sin_port));
+	if (ss->ss_family == AF_INET6)
+		return (ntohs(((const struct sockaddr_in6 *)ss)->sin6_port));
+	return (0);
+}
+
+/*
+ * The header tailscaled writes for this client: command PROXY, no TLVs.
+ * Returns its length (0: --proxy-protocol 0), or -1 when the client is
+ * not an IP client (no header can say who it is).
+ */
+static int
+fwd_header(const struct conn *c, uint8_t *out, size_t cap)
+{
+	const struct relay_config	*conf = c->relay->conf;
+	struct pp_addr			 src, dst, peer;
+	char				 st[INET6_ADDRSTRLEN], dt[INET6_ADDRSTRLEN];
+	size_t				 alen;
+	int				 n;
+
+	if (conf->proxy_version == 0)
+		return (0);
+	if (conf->fwd_src_set) {
+		src = conf->fwd_src;
+		if (!conf->fwd_src_port && pp_addr_from((const struct
+		    sockaddr *)&c->peer_ss, &peer) == 0)
+			src.port = peer.port;
+	} else if (pp_addr_from((const struct sockaddr *)&c->peer_ss,
+	    &src) != 0)
+		return (-1);
+
+	memset(&dst, 0, sizeof dst);
+	dst.family = src.family;
+	if (src.family == AF_INET)
+		memcpy(dst.addr, conf->node4, 4);
+	else
+		memcpy(dst.addr, conf->node6, 16);
+	dst.port = conf->dst_port >= 0 ? (uint16_t)conf->dst_port :
+	    sockaddr_port(&conf->funneld.ss);
+
+	if (conf->proxy_version == 1) {
+		pp_addr_text(&src, st, sizeof st);
+		pp_addr_text(&dst, dt, sizeof dt);
+		n = snprintf((char *)out, cap, "PROXY %s %s %s %u %u\r\n",
+		    src.family == AF_INET ? "TCP4" : "TCP6", st, dt,
+		    (unsigned int)src.port, (unsigned int)dst.port);
+		return (n > 0 && (size_t)n < cap && n <= PP_V1_MAX ? n : -1);
+	}
+
+	alen = src.family == AF_INET ? 4 : 16;
+	if (cap < 16 + 4 * alen + 4)
+		return (-1);
+	memcpy(out, pp2_sig, sizeof pp2_sig);
+	out[12] = 0x21;				/* version 2, PROXY */
+	out[13] = src.family == AF_INET ? 0x11 : 0x21;	/* TCP4 / TCP6 */
+	out[14] = 0;
+	out[15] = (uint8_t)(2 * alen + 4);	/* 12 or 36 */
+	memcpy(out + 16, src.addr, alen);
+	memcpy(out + 16 + alen, dst.addr, alen);
+	out[16 + 2 * alen] = (uint8_t)(src.port >> 8);
+	out[17 + 2 * alen] = (uint8_t)src.port;
+	out[18 + 2 * alen] = (uint8_t)(dst.port >> 8);
+	out[19 + 2 * alen] = (uint8_t)dst.port;
+	return ((int)(20 + 2 * alen));
+}
+
+/* Header written: the client's bytes may follow (tailscaled's io.Copy). */
+static void
+fwd_copy(struct conn *c)
+{
+	int	i;
+
+	c->state = CONN_FORWARD;
+	for (i = 0; i < 2; i++)
+		bufferevent_setwatermark(c->side[i].bev, EV_WRITE,
+		    RELAY_LOW_WATER, 0);
+	bufferevent_enable(c->side[SIDE_CLIENT].bev, EV_READ);
+}
+
+/*
+ * The backend is connected: queue the header alone (the client is not read
+ * until it is out, so it leaves in a write of its own, as tailscaled's
+ * Write(header) before io.Copy), and start copying the backend's bytes to
+ * the client at once (tailscaled's other goroutine).
+ */
+static void
+fwd_connected(struct conn *c)
+{
+	struct bufferevent	*up = c->side[SIDE_FUNNELD].bev;
+	uint8_t			 hdr[128];
+	int			 n;
+
+	evtimer_del(c->timer);
+	if ((n = fwd_header(c, hdr, sizeof hdr)) < 0) {
+		conn_close(c, true, "cannot build a PROXY header for %s",
+		    c->peer);
+		return;
+	}
+	bufferevent_enable(up, EV_READ);
+	if (n == 0) {
+		fwd_copy(c);
+		return;
+	}
+	c->state = CONN_HEADER;
+	bufferevent_setwatermark(up, EV_WRITE, 0, 0);
+	if (bufferevent_write(up, hdr, (size_t)n) != 0)
+		conn_close(c, true, "cannot queue the PROXY header");
+}
+
+/*
+ * Side i ended (EOF or error): no half-close.  What it sent before goes out
+ * to the other side, then both are closed (tailscaled returns from the first
+ * io.Copy that ends and closes both connections).
+ */
+static void
+fwd_end(struct conn *c, int i, const char *reason)
+{
+	struct bufferevent	*to = c->side[!i].bev;
+	struct timeval		 tv = { RELAY_DRAIN_TIMEOUT, 0 };
+
+	c->side[i].eof = true;
+	conn_pass(c, i);
+	bufferevent_disable(c->side[SIDE_CLIENT].bev, EV_READ);
+	bufferevent_disable(c->side[SIDE_FUNNELD].bev, EV_READ);
+	if (evbuffer_get_length(bufferevent_get_output(to)) == 0) {
+		conn_close(c, false, "%s", reason);
+		return;
+	}
+	c->state = CONN_DRAIN;
+	c->drain_to = !i;
+	snprintf(c->end_reason, sizeof c->end_reason, "%s", reason);
+	bufferevent_setwatermark(to, EV_WRITE, 0, 0);
+	evtimer_del(c->timer);
+	evtimer_add(c->timer, &tv);
+}
+
+/* A forward-mode connection's bufferevent event. */
+static void
+fwd_event(struct conn *c, int i, short what, int error)
+{
+	const struct relay_config	*conf = c->relay->conf;
+	const char			*who = i == SIDE_CLIENT ? "client" :
+					    "backend";
+	char				 reason[160];
+
+	if (c->state == CONN_DIAL) {
+		if (i == SIDE_FUNNELD)
+			conn_close(c, true, "cannot connect to backend %s: %s",
+			    conf->funneld.text, (what & BEV_EVENT_EOF) ?
+			    "closed" : strerror(error));
+		else
+			conn_close(c, false, "client: %s", (what &
+			    BEV_EVENT_EOF) ? "closed" : strerror(error));
+		return;
+	}
+	if (c->state == CONN_DRAIN) {
+		/* Only the side still being written matters now. */
+		if (i == c->drain_to)
+			conn_close(c, false, "%s; then %s: %s", c->end_reason,
+			    who, (what & BEV_EVENT_EOF) ? "closed" :
+			    strerror(error));
+		return;
+	}
+	if (what & BEV_EVENT_EOF)
+		snprintf(reason, sizeof reason, "%s EOF, both closed", who);
+	else
+		snprintf(reason, sizeof reason, "%s: %s, both closed", who,
+		    strerror(error));
+	fwd_end(c, i, reason);
+}
+
 /* Write the request head, and (unless --wait-101) the client's first bytes. */
 static void
 conn_send_head(struct conn *c)
@@ -594,8 +928,13 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 			conn_answer(c);
 		break;
 	case CONN_SPLICE:
+	case CONN_HEADER:
+	case CONN_FORWARD:
 		conn_pass(c, i);
 		break;
+	case CONN_DIAL:
+	case CONN_DRAIN:
+		break;		/* not reading then */
 	}
 }
 
@@ -606,8 +945,18 @@ conn_write_cb(struct bufferevent *bev, void *arg)
 	struct conn	*c = arg;
 	int		 j = conn_side(c, bev);
 	struct side	*from = &c->side[!j];
+	bool		 empty;
 
-	if (c->state != CONN_SPLICE)
+	empty = evbuffer_get_length(bufferevent_get_output(bev)) == 0;
+	if (c->state == CONN_DRAIN) {
+		if (j == c->drain_to && empty)
+			conn_close(c, false, "%s", c->end_reason);
+		return;
+	}
+	if (c->state == CONN_HEADER && j == SIDE_FUNNELD && empty)
+		fwd_copy(c);
+	if (c->state != CONN_SPLICE && c->state != CONN_FORWARD &&
+	    c->state != CONN_HEADER)
 		return;
 	if (from->throttled &&
 	    evbuffer_get_length(bufferevent_get_output(bev)) <
@@ -615,7 +964,8 @@ conn_write_cb(struct bufferevent *bev, void *arg)
 		from->throttled = false;
 		bufferevent_enable(from->bev, EV_READ);
 	}
-	conn_maybe_shut(c, j);
+	if (c->state == CONN_SPLICE)
+		conn_maybe_shut(c, j);
 }
 
 static void
@@ -629,10 +979,16 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 
 	if (what & BEV_EVENT_CONNECTED) {
 		c->connected = true;
+		if (conf->forward)
+			fwd_connected(c);
 		return;
 	}
 	if (what & BEV_EVENT_TIMEOUT)
 		return;		/* no bufferevent timeouts are set */
+	if (conf->forward) {
+		fwd_event(c, i, what, error);
+		return;
+	}
 	if (what & BEV_EVENT_EOF) {
 		if (c->state == CONN_SPLICE)
 			conn_eof(c, i);
@@ -709,6 +1065,12 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 	if (c->state == CONN_FIRST)
 		conn_send_head(c);	/* a client that waits */
+	else if (c->state == CONN_DIAL)
+		conn_close(c, true, "cannot connect to backend %s within %d s",
+		    c->relay->conf->funneld.text, RELAY_DIAL_TIMEOUT);
+	else if (c->state == CONN_DRAIN)
+		conn_close(c, true, "%s; last bytes not taken within %d s",
+		    c->end_reason, RELAY_DRAIN_TIMEOUT);
 	else
 		conn_close(c, true, "no answer from funneld within %d s",
 		    c->relay->conf->answer_timeout);
@@ -731,6 +1093,9 @@ conn_new(struct relay *r, int fd, const struct sockaddr *sa)
 	c->id = ++r->next_id;
 	clock_gettime(CLOCK_MONOTONIC, &c->start);
 	addr_format(sa, c->peer, sizeof c->peer);
+	memcpy(&c->peer_ss, sa, sa->sa_family == AF_INET6 ?
+	    sizeof(struct sockaddr_in6) : sa->sa_family == AF_INET ?
+	    sizeof(struct sockaddr_in) : sizeof(sa_family_t));
 	TAILQ_INSERT_TAIL(&r->conns, c, entry);
 	r->nconns++;
 
@@ -745,6 +1110,21 @@ conn_new(struct relay *r, int fd, const struct sockaddr *sa)
 	bufferevent_setcb(bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
 	if ((c->timer = evtimer_new(r->base, conn_timer_cb, c)) == NULL) {
 		conn_close(c, true, "evtimer_new failed");
+		return;
+	}
+
+	if (conf->forward) {
+		/* The client waits, unread, until the header is out. */
+		c->state = CONN_DIAL;
+		if (conn_connect(c) != 0)
+			return;
+		if (c->connected) {
+			fwd_connected(c);
+			return;
+		}
+		tv.tv_sec = RELAY_DIAL_TIMEOUT;
+		tv.tv_usec = 0;
+		evtimer_add(c->timer, &tv);
 		return;
 	}
 
@@ -866,12 +1246,109 @@ relay_free(struct relay *r)
 	event_base_free(r->base);
 }
 
+/* Whether 16 address bytes are IPv4-mapped (no struct in6_addr cast: a
+ * byte array need not be aligned for one). */
+static bool
+bytes_v4mapped(const uint8_t a[16])
+{
+	static const uint8_t	 prefix[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	    0xff, 0xff };
+
+	return (memcmp(a, prefix, sizeof prefix) == 0);
+}
+
+/*
+ * --src in forward mode: IP, IP:PORT, [V6] or [V6]:PORT.  An IPv4-mapped
+ * IPv6 address becomes IPv4, as tailscaled unmaps the client's.
+ */
+static int
+parse_fwd_src(const char *s, struct relay_config *conf)
+{
+	struct pp_addr	*a = &conf->fwd_src;
+	char		 host[INET6_ADDRSTRLEN + 2], port[16];
+	size_t		 n;
+	bool		 bracketed;
+	int		 p = -1;
+
+	memset(a, 0, sizeof *a);
+	if (strlen(s) >= sizeof host)
+		return (-1);
+	if (*s == '[' && (n = strlen(s)) > 2 && s[n - 1] == ']') {
+		memcpy(host, s + 1, n - 2);		/* [V6] */
+		host[n - 2] = '\0';
+		bracketed = true;
+	} else if (inet_pton(AF_INET6, s, a->addr) == 1 ||
+	    inet_pton(AF_INET, s, a->addr) == 1) {
+		strcpy(host, s);			/* bare IP */
+		bracketed = strchr(s, ':') != NULL;
+	} else {
+		if (split_hostport(s, host, sizeof host, port, sizeof port,
+		    &bracketed) != 0 || (p = parse_port(port)) < 0)
+			return (-1);
+	}
+	if (!bracketed && inet_pton(AF_INET, host, a->addr) == 1)
+		a->family = AF_INET;
+	else if (bracketed && inet_pton(AF_INET6, host, a->addr) == 1) {
+		a->family = AF_INET6;
+		if (bytes_v4mapped(a->addr)) {
+			memmove(a->addr, a->addr + 12, 4);
+			memset(a->addr + 4, 0, 12);
+			a->family = AF_INET;
+		}
+	} else
+		return (-1);
+	conf->fwd_src_set = true;
+	conf->fwd_src_port = p >= 0;
+	a->port = p >= 0 ? (uint16_t)p : 0;
+	return (0);
+}
+
+/* Forward mode: nothing of the ingress mode, and what tailscaled allows. */
+static void
+check_forward_args(struct relay_config *conf, const char *ingress_only)
+{
+	if (ingress_only != NULL)
+		usage_error("%s is for the ingress mode, not --forward",
+		    ingress_only);
+	if (conf->funneld.ss.ss_family == AF_UNIX && conf->proxy_version != 0)
+		usage_error("--proxy-protocol %d needs a TCP -f: tailscaled "
+		    "sends no PROXY header to unix:", conf->proxy_version);
+	if (conf->src != NULL && parse_fwd_src(conf->src, conf) != 0)
+		usage_error("bad --src %s: want IP, IP:PORT, [V6] or [V6]:PORT",
+		    conf->src);
+}
+
+/* Ingress mode: -t HOST:PORT, its host also the Host header. */
+static void
+check_ingress_target(struct relay_config *conf)
+{
+	char	 port[16];
+	bool	 bracketed;
+
+	if (conf->target == NULL)
+		usage_error("-t HOST:PORT is required");
+	if (!header_safe(conf->target) ||
+	    split_hostport(conf->target, conf->host, sizeof conf->host,
+	    port, sizeof port, &bracketed) != 0 || parse_port(port) <= 0)
+		usage_error("bad -t %s: want HOST:PORT", conf->target);
+	if (bracketed) {
+		/* Host: keeps an IPv6 literal in brackets. */
+		if (strlen(conf->host) + 2 >= sizeof conf->host)
+			usage_error("bad -t %s: host too long", conf->target);
+		memmove(conf->host + 1, conf->host, strlen(conf->host) + 1);
+		conf->host[0] = '[';
+		strcat(conf->host, "]");
+	}
+}
+
 static void
 parse_args(int argc, char **argv, struct relay_config *conf)
 {
 	enum {
 		OPT_SRC = 256, OPT_WAIT_101, OPT_FIRST_WAIT,
-		OPT_ANSWER_TIMEOUT, OPT_MAX_CLIENTS,
+		OPT_ANSWER_TIMEOUT, OPT_MAX_CLIENTS, OPT_FORWARD,
+		OPT_PROXY_PROTOCOL, OPT_NODE_IPV4, OPT_NODE_IPV6,
+		OPT_DST_PORT,
 	};
 	static const struct option longopts[] = {
 		{ "listen",		required_argument, NULL, 'l' },
@@ -884,19 +1361,28 @@ parse_args(int argc, char **argv, struct relay_config *conf)
 		    OPT_ANSWER_TIMEOUT },
 		{ "max-clients",	required_argument, NULL,
 		    OPT_MAX_CLIENTS },
+		{ "forward",		no_argument,	   NULL, OPT_FORWARD },
+		{ "proxy-protocol",	required_argument, NULL,
+		    OPT_PROXY_PROTOCOL },
+		{ "node-ipv4",		required_argument, NULL, OPT_NODE_IPV4 },
+		{ "node-ipv6",		required_argument, NULL, OPT_NODE_IPV6 },
+		{ "dst-port",		required_argument, NULL, OPT_DST_PORT },
 		{ "verbose",		no_argument,	   NULL, 'v' },
 		{ "help",		no_argument,	   NULL, 'h' },
 		{ NULL,			0,		   NULL, 0 },
 	};
 	const char	*funneld = NULL;
-	char		 port[16];
-	bool		 bracketed;
+	const char	*ingress_only = NULL, *forward_only = NULL;
 	int		 ch;
 
 	memset(conf, 0, sizeof *conf);
 	conf->first_wait_ms = RELAY_FIRST_WAIT_MS;
 	conf->answer_timeout = RELAY_ANSWER_TIMEOUT;
 	conf->max_clients = RELAY_MAX_CLIENTS;
+	conf->dst_port = -1;
+	if (inet_pton(AF_INET, RELAY_NODE_IPV4, conf->node4) != 1 ||
+	    inet_pton(AF_INET6, RELAY_NODE_IPV6, conf->node6) != 1)
+		usage_error("bad built-in node address");
 
 	while ((ch = getopt_long(argc, argv, "l:f:t:vh", longopts,
 	    NULL)) != -1) {
@@ -915,6 +1401,7 @@ parse_args(int argc, char **argv, struct relay_config *conf)
 			break;
 		case 't':
 			conf->target = optarg;
+			ingress_only = "-t";
 			break;
 		case OPT_SRC:
 			if (*optarg == '\0' || !header_safe(optarg))
@@ -923,14 +1410,17 @@ parse_args(int argc, char **argv, struct relay_config *conf)
 			break;
 		case OPT_WAIT_101:
 			conf->wait_101 = true;
+			ingress_only = "--wait-101";
 			break;
 		case OPT_FIRST_WAIT:
+			ingress_only = "--first-wait";
 			if (parse_int(optarg, 0, 600000,
 			    &conf->first_wait_ms) != 0)
 				usage_error("bad --first-wait %s: want "
 				    "milliseconds, 0..600000", optarg);
 			break;
 		case OPT_ANSWER_TIMEOUT:
+			ingress_only = "--answer-timeout";
 			if (parse_int(optarg, 1, 86400,
 			    &conf->answer_timeout) != 0)
 				usage_error("bad --answer-timeout %s: want "
@@ -941,6 +1431,34 @@ parse_args(int argc, char **argv, struct relay_config *conf)
 			    &conf->max_clients) != 0)
 				usage_error("bad --max-clients %s: want "
 				    "1..%d", optarg, RELAY_MAX_CLIENTS);
+			break;
+		case OPT_FORWARD:
+			conf->forward = true;
+			break;
+		case OPT_PROXY_PROTOCOL:
+			forward_only = "--proxy-protocol";
+			if (parse_int(optarg, 0, 2, &conf->proxy_version) != 0)
+				usage_error("bad --proxy-protocol %s: want 0, 1 "
+				    "or 2", optarg);
+			break;
+		case OPT_NODE_IPV4:
+			forward_only = "--node-ipv4";
+			if (inet_pton(AF_INET, optarg, conf->node4) != 1)
+				usage_error("bad --node-ipv4 %s: want an IPv4 "
+				    "address", optarg);
+			break;
+		case OPT_NODE_IPV6:
+			forward_only = "--node-ipv6";
+			if (inet_pton(AF_INET6, optarg, conf->node6) != 1 ||
+			    bytes_v4mapped(conf->node6))
+				usage_error("bad --node-ipv6 %s: want an IPv6 "
+				    "address, not IPv4-mapped", optarg);
+			break;
+		case OPT_DST_PORT:
+			forward_only = "--dst-port";
+			if (parse_int(optarg, 0, 65535, &conf->dst_port) != 0)
+				usage_error("bad --dst-port %s: want 0..65535",
+				    optarg);
 			break;
 		case 'v':
 			conf->verbose = true;
@@ -959,19 +1477,12 @@ parse_args(int argc, char **argv, struct relay_config *conf)
 	if (resolve_addr(funneld, false, true, &conf->funneld) != 0)
 		usage_error("bad -f %s: want HOST:PORT, [V6]:PORT or "
 		    "unix:PATH", funneld);
-	if (conf->target == NULL)
-		usage_error("-t HOST:PORT is required");
-	if (!header_safe(conf->target) ||
-	    split_hostport(conf->target, conf->host, sizeof conf->host,
-	    port, sizeof port, &bracketed) != 0 || parse_port(port) <= 0)
-		usage_error("bad -t %s: want HOST:PORT", conf->target);
-	if (bracketed) {
-		/* Host: keeps an IPv6 literal in brackets. */
-		if (strlen(conf->host) + 2 >= sizeof conf->host)
-			usage_error("bad -t %s: host too long", conf->target);
-		memmove(conf->host + 1, conf->host, strlen(conf->host) + 1);
-		conf->host[0] = '[';
-		strcat(conf->host, "]");
+	if (conf->forward)
+		check_forward_args(conf, ingress_only);
+	else {
+		if (forward_only != NULL)
+			usage_error("%s needs --forward", forward_only);
+		check_ingress_target(conf);
 	}
 	if (conf->nlisten == 0 && resolve_addr("127.0.0.1:8443", true, false,
 	    &conf->listen[conf->nlisten++]) != 0)
