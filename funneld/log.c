@@ -9,6 +9,7 @@
 
 #include <systemd/sd-journal.h>
 
+#include "escape.h"
 #include "log.h"
 
 static enum log_level log_level = LOG_LVL_INFO;
@@ -135,28 +136,49 @@ dash(const char *s)
 	return s != NULL && *s != '\0' ? s : "-";
 }
 
+/* A field that came from a client (or may hold any byte): escaped, "-" when empty. */
+static const char *
+field(const char *s, char *buf, size_t cap)
+{
+	if (s == NULL || *s == '\0')
+		return "-";
+	log_escape(s, strlen(s), buf, cap);
+	return buf;
+}
+
+#define FIELD_MAX 256                   /* escaped; longer ones end in "..." */
+
 void
 log_conn(const struct conn_record *r)
 {
 	/* Anything but a clean end is worth a notice; a clean one is info. */
 	int prio = strcmp(r->result, "ok") == 0 ? LOG_INFO : LOG_NOTICE;
+	char peer_b[FIELD_MAX], src_b[FIELD_MAX], target_b[FIELD_MAX], sni_b[FIELD_MAX], alpn_b[FIELD_MAX],
+	    backend_b[FIELD_MAX];
+	const char *peer, *src, *target, *sni, *alpn, *backend;
 
 	if (prio > (int)log_level)
 		return;
+	peer = field(r->peer, peer_b, sizeof(peer_b));
+	src = field(r->src, src_b, sizeof(src_b));
+	target = field(r->target, target_b, sizeof(target_b));
+	sni = field(r->sni, sni_b, sizeof(sni_b));
+	alpn = field(r->alpn, alpn_b, sizeof(alpn_b));
+	backend = field(r->backend, backend_b, sizeof(backend_b));
 	if (use_journal) {
 		sd_journal_send(
 		    "MESSAGE=conn %llu peer=%s src=%s target=%s status=%d result=%s%s%s",
-		    (unsigned long long)r->id, dash(r->peer), dash(r->src), dash(r->target), r->status,
+		    (unsigned long long)r->id, peer, src, target, r->status,
 		    r->result, r->reason ? " reason=" : "", r->reason ? r->reason : "",
 		    "PRIORITY=%d", prio,
 		    "SYSLOG_IDENTIFIER=funneld",
 		    "FUNNEL_CONN=%llu", (unsigned long long)r->id,
-		    "FUNNEL_PEER=%s", dash(r->peer),
-		    "FUNNEL_SRC=%s", dash(r->src),
-		    "FUNNEL_TARGET=%s", dash(r->target),
-		    "FUNNEL_BACKEND=%s", dash(r->backend),
-		    "FUNNEL_SNI=%s", dash(r->sni),
-		    "FUNNEL_ALPN=%s", dash(r->alpn),
+		    "FUNNEL_PEER=%s", peer,
+		    "FUNNEL_SRC=%s", src,
+		    "FUNNEL_TARGET=%s", target,
+		    "FUNNEL_BACKEND=%s", backend,
+		    "FUNNEL_SNI=%s", sni,
+		    "FUNNEL_ALPN=%s", alpn,
 		    "FUNNEL_TLS_VERSION=%s", dash(r->tls_version),
 		    "FUNNEL_CIPHER=%s", dash(r->cipher),
 		    "FUNNEL_BYTES_IN=%llu", (unsigned long long)r->bytes_in,
@@ -172,8 +194,7 @@ log_conn(const struct conn_record *r)
 	int len = snprintf(line, sizeof(line),
 	    "funneld: conn %llu peer=%s src=%s target=%s backend=%s sni=%s alpn=%s tls=%s cipher=%s "
 	    "in=%llu out=%llu duration=%llums status=%d result=%s%s%s%s\n",
-	    (unsigned long long)r->id, dash(r->peer), dash(r->src), dash(r->target), dash(r->backend),
-	    dash(r->sni), dash(r->alpn), dash(r->tls_version), dash(r->cipher),
+	    (unsigned long long)r->id, peer, src, target, backend, sni, alpn, dash(r->tls_version), dash(r->cipher),
 	    (unsigned long long)r->bytes_in, (unsigned long long)r->bytes_out,
 	    (unsigned long long)r->duration_ms, r->status, r->result,
 	    r->reason ? " reason=\"" : "", r->reason ? r->reason : "", r->reason ? "\"" : "");
