@@ -1,12 +1,16 @@
 /* Pooled byte buffers; see buf.h. */
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
 #include "buf.h"
 
-static atomic_size_t spare_bytes;
+static atomic_size_t spare_bytes;       /* in pools' spare buffers */
+static atomic_size_t used_bytes;        /* held by connections' buffers */
+static atomic_size_t budget = SIZE_MAX; /* max_buffer_memory */
+static atomic_ullong budget_waits;
 
 /*
  * Pool buffers are whole mappings of their own: freed, they go straight
@@ -24,12 +28,22 @@ map_buffer(void)
 	return p;
 }
 
+static void
+count_used(size_t add, size_t sub)
+{
+	if (add > 0)
+		atomic_fetch_add_explicit(&used_bytes, add, memory_order_relaxed);
+	if (sub > 0)
+		atomic_fetch_sub_explicit(&used_bytes, sub, memory_order_relaxed);
+}
+
 /* Storage b does not keep: a pool buffer goes back to the pool (or the kernel). */
 static void
-drop_storage(struct bufpool *pool, unsigned char *p, bool pooled)
+drop_storage(struct bufpool *pool, unsigned char *p, bool pooled, size_t cap)
 {
 	if (p == NULL)
 		return;
+	count_used(0, pooled ? BUF_SIZE : cap);
 	if (!pooled) {
 		free(p);
 	} else if (pool->nspare < BUF_POOL_KEEP) {
@@ -60,16 +74,72 @@ buf_take(struct bufpool *pool, struct buf *b)
 		return -1;
 	}
 	pool->takes++;
+	count_used(BUF_SIZE, 0);
 	b->off = b->len = 0;
 	b->cap = BUF_SIZE;
 	b->pooled = true;
 	return 0;
 }
 
+bool
+buf_may_read(void)
+{
+	if (atomic_load_explicit(&used_bytes, memory_order_relaxed) < atomic_load_explicit(&budget, memory_order_relaxed))
+		return true;
+	atomic_fetch_add_explicit(&budget_waits, 1, memory_order_relaxed);
+	return false;
+}
+
+void
+buf_set_budget(size_t bytes)
+{
+	atomic_store(&budget, bytes);
+}
+
+size_t
+buf_used_bytes(void)
+{
+	return atomic_load_explicit(&used_bytes, memory_order_relaxed);
+}
+
+unsigned long long
+buf_budget_waits(void)
+{
+	return atomic_load_explicit(&budget_waits, memory_order_relaxed);
+}
+
+int
+buf_resize_private(struct bufpool *pool, struct buf *b, size_t cap)
+{
+	unsigned char *p;
+
+	if (b->pooled || b->p == NULL) {
+		if ((p = malloc(cap)) == NULL)
+			return -1;
+		if (b->p != NULL)
+			memcpy(p, b->p + b->off, b->len - b->off);
+	} else if ((p = realloc(b->p, cap)) == NULL) {
+		return -1;
+	} else {
+		memmove(p, p + b->off, b->len - b->off);
+		count_used(cap, b->cap);
+		b->len -= b->off;
+		b->off = 0;
+		b->p = p;
+		b->cap = cap;
+		return 0;
+	}
+	size_t len = b->len - b->off;
+	drop_storage(pool, b->p, b->pooled, b->cap);
+	count_used(cap, 0);
+	*b = (struct buf){ .p = p, .len = len, .cap = cap };
+	return 0;
+}
+
 void
 buf_release(struct bufpool *pool, struct buf *b)
 {
-	drop_storage(pool, b->p, b->pooled);
+	drop_storage(pool, b->p, b->pooled, b->cap);
 	*b = (struct buf){ 0 };
 }
 
@@ -97,7 +167,8 @@ buf_append(struct bufpool *pool, struct buf *b, const void *data, size_t n, size
 		if (p == NULL)
 			return -1;
 		memcpy(p, b->p, b->len);
-		drop_storage(pool, b->p, b->pooled);
+		drop_storage(pool, b->p, b->pooled, b->cap);
+		count_used(cap, 0);
 		b->p = p;
 		b->cap = cap;
 		b->pooled = false;

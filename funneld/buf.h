@@ -45,6 +45,20 @@ buf_pending(const struct buf *b)
 /* Give b a pool buffer if it has none.  0, or -1 when out of memory. */
 int buf_take(struct bufpool *pool, struct buf *b);
 
+/*
+ * max_buffer_memory: the bytes all connections' buffers may hold.  At the
+ * budget funneld stops reading from sockets (buf_may_read() is false) and
+ * moves only what it holds already, so memory stops growing and no byte is
+ * dropped; writes never wait for it, so what was read can always leave.
+ */
+void buf_set_budget(size_t bytes);
+bool buf_may_read(void);                /* false (and counted) at the budget */
+size_t buf_used_bytes(void);
+unsigned long long buf_budget_waits(void);
+
+/* Make b a private buffer of cap bytes holding what it held (cap must fit it).  0 or -1. */
+int buf_resize_private(struct bufpool *pool, struct buf *b, size_t cap);
+
 /* Hand b's storage back (to the pool when it came from there). */
 void buf_release(struct bufpool *pool, struct buf *b);
 
@@ -62,6 +76,7 @@ struct relay_io {
 	int fd;
 	struct bufpool *pool;
 	bool readable;                  /* the socket may hold bytes: cleared by a short read */
+	bool starved;                   /* a read was put off: buffers are at max_buffer_memory */
 	struct buf rx;                  /* read from the socket, not yet consumed */
 	struct buf tx;                  /* to send */
 };

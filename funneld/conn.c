@@ -25,10 +25,12 @@
 #define LINGER_BYTES (64 * 1024)        /* after a refusal, how much input to drain */
 #define HEAD_BUF_START 512              /* a head that trickles in starts in this much */
 #define TRIM_AFTER_MS 500               /* idle this long: TLS record buffers go back to the kernel */
+#define BUDGET_RETRY_MS 10              /* at max_buffer_memory, read again this much later */
 
 static const char response_101[] = "HTTP/1.1 101 Switching Protocols\r\n\r\n";
 
 static void conn_pump(struct conn *c);
+static void conn_step(struct conn *c);
 static void conn_io(evutil_socket_t fd, short what, void *arg);
 static void conn_timeout(evutil_socket_t fd, short what, void *arg);
 
@@ -135,7 +137,7 @@ pending_done(struct conn *c)
 void
 conn_close(struct conn *c, enum conn_result result, const char *reason)
 {
-	struct event *evs[] = { c->relay_rev, c->relay_wev, c->backend_rev, c->backend_wev, c->timer };
+	struct event *evs[] = { c->relay_rev, c->relay_wev, c->backend_rev, c->backend_wev, c->timer, c->budget_ev };
 
 	if (c->state == CONN_CLOSED)
 		return;
@@ -150,7 +152,7 @@ conn_close(struct conn *c, enum conn_result result, const char *reason)
 	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
 		if (evs[i] != NULL)
 			event_free(evs[i]);
-	c->relay_rev = c->relay_wev = c->backend_rev = c->backend_wev = c->timer = NULL;
+	c->relay_rev = c->relay_wev = c->backend_rev = c->backend_wev = c->timer = c->budget_ev = NULL;
 	c->interest = 0;
 	if (c->relay_fd >= 0)
 		close(c->relay_fd);
@@ -178,6 +180,20 @@ conn_free(struct conn *c)
 	tls_conn_free(&c->tls);
 	snapshot_release(c->snap);
 	free(c);
+}
+
+/*
+ * mbedTLS reads from the relay only through io.rx: with bytes there (or
+ * within mbedTLS) it needs no new buffer; otherwise a read must wait while
+ * the buffers are at max_buffer_memory.
+ */
+bool
+conn_relay_may_read(struct conn *c)
+{
+	if (buf_pending(&c->io.rx) > 0 || !c->io.readable || buf_may_read())
+		return true;
+	c->io.starved = true;
+	return false;
 }
 
 /*
@@ -336,21 +352,12 @@ keep_partial_head(struct conn *c)
 {
 	struct buf *rx = &c->io.rx;
 	size_t cap = HEAD_BUF_START;
-	unsigned char *p;
 
 	if (!rx->pooled)
 		return 0;
 	while (cap < rx->len + 1)
 		cap *= 4;
-	if (cap > INGRESS_HEAD_MAX + 1)
-		cap = INGRESS_HEAD_MAX + 1;
-	if ((p = malloc(cap)) == NULL)
-		return -1;
-	memcpy(p, rx->p, rx->len);
-	size_t len = rx->len;
-	buf_release(&c->owner->pool, rx);
-	*rx = (struct buf){ .p = p, .len = len, .cap = cap };
-	return 0;
+	return buf_resize_private(&c->owner->pool, rx, cap > INGRESS_HEAD_MAX + 1 ? INGRESS_HEAD_MAX + 1 : cap);
 }
 
 /*
@@ -377,15 +384,11 @@ read_head(struct conn *c)
 		}
 		room = BUF_READ;
 	} else {
-		if (rx->cap < INGRESS_HEAD_MAX + 1 && rx->len == rx->cap) {
-			size_t cap = rx->cap * 4 > INGRESS_HEAD_MAX + 1 ? INGRESS_HEAD_MAX + 1 : rx->cap * 4;
-			unsigned char *p = realloc(rx->p, cap);
-			if (p == NULL) {
-				conn_close(c, RESULT_RELAY_ERROR, "out of memory");
-				return;
-			}
-			rx->p = p;
-			rx->cap = cap;
+		if (rx->cap < INGRESS_HEAD_MAX + 1 && rx->len == rx->cap &&
+		    buf_resize_private(&c->owner->pool, rx, rx->cap * 4 > INGRESS_HEAD_MAX + 1 ? INGRESS_HEAD_MAX + 1 :
+		    rx->cap * 4) != 0) {
+			conn_close(c, RESULT_RELAY_ERROR, "out of memory");
+			return;
 		}
 		room = rx->cap - rx->len;
 	}
@@ -475,7 +478,13 @@ handshake_done(struct conn *c)
 static void
 handshake_step(struct conn *c)
 {
-	int ret = tls_conn_handshake(&c->tls);
+	int ret;
+
+	if (!conn_relay_may_read(c)) {
+		conn_set_interest(c, buf_pending(&c->io.tx) > 0 ? WANT_RELAY_WRITE : 0);
+		return;
+	}
+	ret = tls_conn_handshake(&c->tls);
 
 	/* A send that failed ends the connection, whatever mbedTLS wants next:
 	 * a reset socket stays writable, and waiting on it would spin. */
@@ -540,9 +549,38 @@ refusing_step(struct conn *c)
 	linger(c);
 }
 
+static void
+budget_retry(evutil_socket_t fd, short what, void *arg)
+{
+	conn_pump(arg);
+}
+
+/* A read was put off for max_buffer_memory: try again shortly (no event
+ * says when buffers come free, in this worker or another). */
+static void
+wait_for_budget(struct conn *c)
+{
+	struct timeval tv = { 0, BUDGET_RETRY_MS * 1000 };
+
+	c->io.starved = false;
+	if (c->budget_ev == NULL && (c->budget_ev = evtimer_new(c->owner->base, budget_retry, c)) == NULL) {
+		conn_close(c, RESULT_RELAY_ERROR, "out of memory");
+		return;
+	}
+	evtimer_add(c->budget_ev, &tv);
+}
+
 /* Move everything that can move now, then wait for what is missing. */
 static void
 conn_pump(struct conn *c)
+{
+	conn_step(c);
+	if (c->io.starved && c->state != CONN_CLOSED)
+		wait_for_budget(c);
+}
+
+static void
+conn_step(struct conn *c)
 {
 	switch (c->state) {
 	case CONN_READ_HEAD:

@@ -59,6 +59,7 @@ struct conn {
 	uint64_t id;
 	int relay_fd, backend_fd;
 	struct event *relay_rev, *relay_wev, *backend_rev, *backend_wev, *timer;
+	struct event *budget_ev;        /* reading was put off for max_buffer_memory: try again */
 	unsigned interest;              /* WANT_* bits whose events are added */
 	struct timespec started;
 	uint64_t last_active;           /* monotonic milliseconds, for idle_timeout */
@@ -116,6 +117,9 @@ void conn_arm_timer_ms(struct conn *c, uint64_t ms);
 void conn_note_activity(struct conn *c);
 uint64_t conn_now_ms(void);
 int conn_flush_tx(struct conn *c);
+
+/* Whether a read from the relay may start now (max_buffer_memory), for mbedTLS. */
+bool conn_relay_may_read(struct conn *c);
 
 /* splice.c: move what can move now both ways; returns the WANT_* bits to
  * wait for (the connection may be CONN_CLOSED afterwards). */

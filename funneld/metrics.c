@@ -91,6 +91,11 @@ metrics_render(unsigned conns_open, size_t *lenp)
 	    "# TYPE funneld_connections_open gauge\nfunneld_connections_open %u\n", conns_open);
 	fprintf(f, "# HELP funneld_buffer_pool_bytes Memory in spare data buffers, kept for reuse while busy.\n"
 	    "# TYPE funneld_buffer_pool_bytes gauge\nfunneld_buffer_pool_bytes %zu\n", bufpool_spare_bytes());
+	fprintf(f, "# HELP funneld_buffer_bytes Memory in data buffers held by connections (max_buffer_memory bounds it).\n"
+	    "# TYPE funneld_buffer_bytes gauge\nfunneld_buffer_bytes %zu\n", buf_used_bytes());
+	fprintf(f, "# HELP funneld_buffer_budget_waits_total Reads put off because the buffers were at max_buffer_memory.\n"
+	    "# TYPE funneld_buffer_budget_waits_total counter\nfunneld_buffer_budget_waits_total %llu\n",
+	    buf_budget_waits());
 	fprintf(f, "# HELP funneld_connections_total Relay connections ended, by how they ended.\n"
 	    "# TYPE funneld_connections_total counter\n");
 	for (int r = 0; r < RESULT_COUNT; r++)

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "buf.h"
 #include "clients.h"
 #include "log.h"
 #include "metrics.h"
@@ -119,6 +120,7 @@ server_limits_apply(const struct config *cfg)
 	struct clients_stats st;
 
 	atomic_store(&server.accept_limit, cfg->max_connections + cfg->max_pending);
+	buf_set_budget(cfg->max_buffer_memory);
 	clients_stats(server.clients, &st);
 	if ((size_t)(cfg->max_connections + cfg->max_pending) * 4 > st.capacity)
 		log_notice("max_connections + max_pending above a quarter of the client table (%zu entries): "

@@ -108,6 +108,8 @@ splice_c2b(struct conn *c)
 		 * out: a client pushing hard would otherwise outrun it. */
 		if (c->backend_lost && !c->b2c_done)
 			return 0;
+		if (mbedtls_ssl_get_bytes_avail(&c->tls.ssl) == 0 && !conn_relay_may_read(c))
+			return 0;               /* conn_pump tries again shortly */
 		int ret = decrypt_into_c2b(c);
 		size_t got = buf_pending(&c->c2b);
 		if (got > 0)
@@ -197,6 +199,10 @@ splice_b2c(struct conn *c)
 		}
 		if (!c->backend_readable)
 			return WANT_BACKEND_READ;
+		if (!buf_may_read()) {
+			c->io.starved = true;   /* conn_pump tries again shortly */
+			return 0;
+		}
 		if (buf_take(&c->owner->pool, b) != 0) {
 			conn_close(c, RESULT_BACKEND_ERROR, "out of memory");
 			return 0;
