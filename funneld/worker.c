@@ -1,5 +1,6 @@
 /* Workers; see worker.h.  The only owner of a worker's list of connections. */
 #include <errno.h>
+#include <malloc.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,10 +123,14 @@ pool_trim(evutil_socket_t fd, short what, void *arg)
 {
 	struct worker *w = arg;
 
-	if (w->owner.pool.takes != w->pool_takes_seen)
+	if (w->owner.pool.takes != w->pool_takes_seen) {
 		pool_trim_arm(w);
-	else
-		bufpool_clear(&w->owner.pool);
+		return;
+	}
+	bufpool_clear(&w->owner.pool);
+	/* Quiet: the heap a burst left behind (TLS contexts, connections) goes
+	 * back to the kernel too, so bursts do not ratchet the RSS up. */
+	malloc_trim(0);
 }
 
 /* A connection closed: it moves to the reap list, freed once the callbacks unwound. */

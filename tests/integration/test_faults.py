@@ -841,3 +841,113 @@ class ResetAfterOwnCloseNotify(FaultCase):
         self.assertEqual(rec["result"], "relay_error", rec)
         self.assertLess(int(rec["out"]), self.REPLY, rec)
         self.alive()
+
+
+class MemoryAfterBursts(FaultCase):
+    """Bursts of mixed connections (streams of 300 KB, resets mid-handshake
+    and mid-stream, garbage after the 101, refusals), two workers.  Once
+    quiet, funneld's RSS comes back near where it was before the first burst,
+    and more bursts do not ratchet it up (freed heap is given back)."""
+
+    BURSTS = 3
+
+    @classmethod
+    def setUpClass(cls):
+        ok, why = rss_meaningful()
+        if not ok:
+            raise unittest.SkipTest(why)
+        cls.wd = h.Workdir()
+        cert, key = h.leaf_once(TARGET, "ec")
+        cls.be = h.Backend(cls.wd("be.sock"), mode="echo")
+        cls.backends = [cls.be]
+        cls.port = h.free_port()
+        cls.addr = ("127.0.0.1", cls.port)
+        cls.metrics_path = cls.wd("metrics.sock")
+        cls.start_funneld(h.make_config(f"127.0.0.1:{cls.port}", cert, key, [(f"{TARGET}:443", cls.be.path)],
+                                        workers=2, metrics="unix:" + cls.metrics_path))
+
+    def burst(self):
+        def stream(i):
+            tls = h.open_stream(self.addr, src=f"203.0.113.9:{i + 1}")
+            data = os.urandom(300 * 1024)
+            got, _ = h.tls_transfer(tls, data, len(data), timeout=30)
+            self.assertEqual(got, data)
+            tls.close_notify()
+            h.tls_transfer(tls, until_close=True, timeout=30)
+            tls.close()
+
+        def reset_mid_stream(i):
+            tls = h.open_stream(self.addr)
+            tls.sendall(os.urandom(200 * 1024))
+            rst_close(tls.sock)
+
+        def reset_mid_handshake(i):
+            s = h.connect(self.addr)
+            tls = h.TLSStream(s, h.client_context(), TARGET)
+            s.sendall(h.ingress_head() + tls.client_hello())
+            rst_close(s)
+
+        def garbage(i):
+            s = h.connect(self.addr)
+            s.sendall(h.ingress_head() + os.urandom(3000))
+            h.read_until_close(s)
+            s.close()
+
+        def refusal(i):
+            h.refused(self.addr, h.ingress_head(target="nobody.example.ts.net:443"))
+
+        jobs = [(f, i) for i in range(40) for f in (stream, reset_mid_stream, reset_mid_handshake, garbage,
+                                                     refusal)]
+        errors = []
+
+        def run(chunk):
+            for f, i in chunk:
+                try:
+                    f(i)
+                except Exception as e:       # noqa: collected, asserted below
+                    errors.append(f"{f.__name__} {i}: {e!r}")
+
+        threads = [threading.Thread(target=run, args=(jobs[k::8],)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        self.ledger.add(len(jobs))
+        self.assertEqual(errors, [])
+
+    def quiet_rss(self, fds0):
+        """RSS once every connection has ended and the pools are empty."""
+        self.wait_fds(fds0)
+        h.wait_for(lambda: metrics(self.metrics_path)["funneld_buffer_pool_bytes"] == 0, 15,
+                   what="the buffer pools to empty")
+        # Wait for RSS to stop moving (trimming happens as workers go quiet).
+        last = [self.funneld.rss_kib()]
+
+        def stable():
+            now = self.funneld.rss_kib()
+            same = abs(now - last[0]) < 64
+            last[0] = now
+            return now if same else None
+        return h.wait_for(stable, 15, interval=0.5, what="RSS to settle")
+
+    def test_memory_comes_back(self):
+        fds0 = self.funneld.fd_count()
+        # One connection first, so that what every process has once (TLS
+        # contexts, thread arenas) is there before the baseline.
+        tls = h.open_stream(self.addr)
+        self.ledger.add()
+        h.tls_transfer(tls, b"x", 1, timeout=10)
+        tls.close_notify()
+        h.tls_transfer(tls, until_close=True, timeout=10)
+        tls.close()
+        base = self.quiet_rss(fds0)
+        after = []
+        for _ in range(self.BURSTS):
+            self.burst()
+            after.append(self.quiet_rss(fds0))
+        print(f"\n  RSS quiet: before {base} KiB, after bursts {after} KiB")
+        # Back near the start (generous: a few hundred KiB of heap structure
+        # may stay), and no ratchet from burst to burst.
+        self.assertLess(after[0] - base, 1536, f"RSS {base} -> {after[0]} KiB after a burst")
+        self.assertLess(after[-1] - after[0], 512, f"RSS grew burst after burst: {after}")
+        self.alive()
