@@ -412,15 +412,9 @@ read_head(struct conn *c)
 		c->io.readable = false;
 	rx->len += (size_t)n;
 
-	const char *head = (const char *)rx->p;
-	size_t total = rx->len;
-	/* A trickled head can only end, or break, where a new line arrives. */
-	if (have > 0 && total <= INGRESS_HEAD_MAX && memchr(head + have, '\n', (size_t)n) == NULL) {
-		conn_set_interest(c, WANT_RELAY_READ);
-		return;
-	}
-	if (ingress_parse(head, total > INGRESS_HEAD_MAX + 1 ? INGRESS_HEAD_MAX + 1 : total, c->peer_allowed,
-	    &c->req) == INGRESS_INCOMPLETE) {
+	/* Only the new bytes are looked at (struct ingress_state). */
+	if (ingress_parse_more(&c->head, (const char *)rx->p, rx->len > INGRESS_HEAD_MAX + 1 ? INGRESS_HEAD_MAX + 1 :
+	    rx->len, c->peer_allowed, &c->req) == INGRESS_INCOMPLETE) {
 		if (keep_partial_head(c) != 0) {
 			conn_close(c, RESULT_RELAY_ERROR, "out of memory");
 			return;
@@ -746,6 +740,7 @@ conn_new(struct conn_owner *o, int fd, const struct sockaddr *peer)
 	c->id = atomic_fetch_add(&server.next_conn_id, 1) + 1;
 	c->snap = snapshot_acquire();
 	c->state = CONN_READ_HEAD;
+	ingress_begin(&c->head, &c->req);
 	clock_gettime(CLOCK_MONOTONIC, &c->started);
 	atomic_fetch_add(&server.conns_open, 1);
 	addr_format(peer != NULL ? peer : &unknown, c->peer, sizeof(c->peer));

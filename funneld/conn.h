@@ -75,6 +75,7 @@ struct conn {
 	struct client_ref client_ref;   /* [clients] max_connections */
 	bool quiet;                     /* a refusal whose client was logged recently: no record */
 
+	struct ingress_state head;      /* the request head, parsed as it arrives */
 	struct ingress_req req;
 	const struct backend_conf *backend;     /* routed to; NULL before (or when refused) */
 	size_t backend_index;           /* its index in snap->cfg->backends */

@@ -19,25 +19,6 @@
 #include "addr.h"
 #include "ingress.h"
 
-/* One header we care about: its first value (OWS trimmed) and a count. */
-struct field {
-	const char *v;
-	size_t len;
-	unsigned n;
-};
-
-/* What the head said; pointers into the caller's buffer. */
-struct head {
-	const char *method;
-	size_t method_len;
-	const char *target;
-	size_t target_len;
-	bool http11;
-	struct field host, origin, referer, src, tgt, cl, te;
-	bool cl_bad;			/* a Content-Length not all digits, or two differing */
-	bool cl_body;			/* a Content-Length > 0 */
-};
-
 static inline bool
 is_ows(unsigned char c)
 {
@@ -107,17 +88,18 @@ parse_target(const char *v, size_t n, struct ingress_req *req)
 	return 0;
 }
 
-/* METHOD SP origin-form SP HTTP/1.x, nothing else. */
+/* METHOD SP origin-form SP HTTP/1.x, nothing else.  The line is [off, off + n) of buf. */
 static const char *
-parse_request_line(const char *p, size_t n, struct head *h)
+parse_request_line(const char *buf, size_t off, size_t n, struct ingress_head *h)
 {
+	const char *p = buf + off;
 	size_t i = 0, t;
 
 	while (i < n && is_tchar((unsigned char)p[i]))
 		i++;
 	if (i == 0 || i >= n || p[i] != ' ')
 		return "malformed request line";
-	h->method = p;
+	h->method_off = off;
 	h->method_len = i;
 	t = ++i;
 	/* Visible ASCII only: no obs-text, no whitespace in the target. */
@@ -125,7 +107,7 @@ parse_request_line(const char *p, size_t n, struct head *h)
 		i++;
 	if (i == t || i >= n || p[i] != ' ' || p[t] != '/')
 		return "malformed request line";
-	h->target = p + t;
+	h->target_off = off + t;
 	h->target_len = i - t;
 	i++;
 	if (n - i != 8 || memcmp(p + i, "HTTP/1.", 7) != 0)
@@ -138,18 +120,19 @@ parse_request_line(const char *p, size_t n, struct head *h)
 }
 
 static void
-field_add(struct field *f, const char *v, size_t len)
+field_add(struct ingress_field *f, size_t off, size_t len)
 {
 	if (f->n++ == 0) {
-		f->v = v;
+		f->off = off;
 		f->len = len;
 	}
 }
 
 /* Content-Length: only a decimal zero is acceptable (no body); "00" is 0. */
 static void
-content_length(struct head *h, const char *v, size_t len)
+content_length(const char *buf, struct ingress_head *h, size_t off, size_t len)
 {
+	const char *v = buf + off;
 	size_t i, z;
 
 	for (i = 0; i < len; i++)
@@ -165,22 +148,23 @@ content_length(struct head *h, const char *v, size_t len)
 		h->cl_body = true;
 	if (h->cl.n > 0) {
 		/* Compare without leading zeros: differing values are an attack. */
+		const char *first = buf + h->cl.off;
 		size_t fz;
-		for (fz = 0; fz < h->cl.len && h->cl.v[fz] == '0'; fz++)
+		for (fz = 0; fz < h->cl.len && first[fz] == '0'; fz++)
 			;
 		if (h->cl.len - fz != len - z ||
-		    memcmp(h->cl.v + fz, v + z, len - z) != 0)
+		    memcmp(first + fz, v + z, len - z) != 0)
 			h->cl_bad = true;
 	}
-	field_add(&h->cl, v, len);
+	field_add(&h->cl, off, len);
 }
 
-/* "name: value"; bytes are already known free of CR, LF and controls but HT. */
+/* "name: value" at [off, off + n) of buf; known free of CR, LF and controls but HT. */
 static const char *
-parse_header_line(const char *p, size_t n, struct head *h)
+parse_header_line(const char *buf, size_t off, size_t n, struct ingress_head *h)
 {
-	const char *colon, *v, *e;
-	size_t nlen;
+	const char *p = buf + off, *colon, *v, *e;
+	size_t nlen, voff, vlen;
 
 	if (is_ows((unsigned char)p[0]))
 		return "obsolete line folding";
@@ -200,6 +184,8 @@ parse_header_line(const char *p, size_t n, struct head *h)
 		v++;
 	while (e > v && is_ows((unsigned char)e[-1]))
 		e--;
+	voff = (size_t)(v - buf);
+	vlen = (size_t)(e - v);
 
 	/* Dispatch on length first: most headers are none of these. */
 	switch (nlen) {
@@ -207,32 +193,32 @@ parse_header_line(const char *p, size_t n, struct head *h)
 		if (NAME_IS(p, nlen, "host")) {
 			if (h->host.n > 0)
 				return "duplicate Host";
-			field_add(&h->host, v, (size_t)(e - v));
+			field_add(&h->host, voff, vlen);
 		}
 		break;
 	case 6:
 		if (NAME_IS(p, nlen, "origin"))
-			field_add(&h->origin, v, (size_t)(e - v));
+			field_add(&h->origin, voff, vlen);
 		break;
 	case 7:
 		if (NAME_IS(p, nlen, "referer"))
-			field_add(&h->referer, v, (size_t)(e - v));
+			field_add(&h->referer, voff, vlen);
 		break;
 	case 14:
 		if (NAME_IS(p, nlen, "content-length"))
-			content_length(h, v, (size_t)(e - v));
+			content_length(buf, h, voff, vlen);
 		break;
 	case 17:
 		if (NAME_IS(p, nlen, "transfer-encoding"))
-			field_add(&h->te, v, (size_t)(e - v));
+			field_add(&h->te, voff, vlen);
 		break;
 	case 21:
 		if (NAME_IS(p, nlen, "tailscale-ingress-src"))
-			field_add(&h->src, v, (size_t)(e - v));
+			field_add(&h->src, voff, vlen);
 		break;
 	case 24:
 		if (NAME_IS(p, nlen, "tailscale-ingress-target"))
-			field_add(&h->tgt, v, (size_t)(e - v));
+			field_add(&h->tgt, voff, vlen);
 		break;
 	}
 	return NULL;
@@ -248,8 +234,9 @@ done(struct ingress_req *req, int status, const char *reason)
 
 /* The head is complete and well-formed line by line: DESIGN.md's order. */
 static enum ingress_result
-verdict(const struct head *h, bool peer_allowed, struct ingress_req *req)
+verdict(const char *buf, const struct ingress_head *h, bool peer_allowed, struct ingress_req *req)
 {
+	const char *target = buf + h->target_off;
 	const char *q;
 	size_t plen;
 	bool src_ok, tgt_ok;
@@ -261,8 +248,8 @@ verdict(const struct head *h, bool peer_allowed, struct ingress_req *req)
 	 * Parse Src and Target up front so that even a refused connection
 	 * can be logged with them; the verdict still follows the table.
 	 */
-	src_ok = h->src.n == 1 && parse_src(h->src.v, h->src.len, req) == 0;
-	tgt_ok = h->tgt.n == 1 && parse_target(h->tgt.v, h->tgt.len, req) == 0;
+	src_ok = h->src.n == 1 && parse_src(buf + h->src.off, h->src.len, req) == 0;
+	tgt_ok = h->tgt.n == 1 && parse_target(buf + h->tgt.off, h->tgt.len, req) == 0;
 
 	if (!peer_allowed)
 		return done(req, 403, "peer not allowed");
@@ -271,12 +258,12 @@ verdict(const struct head *h, bool peer_allowed, struct ingress_req *req)
 	if (h->referer.n > 0)
 		return done(req, 403, "browser request (Referer)");
 
-	q = memchr(h->target, '?', h->target_len);
-	plen = q != NULL ? (size_t)(q - h->target) : h->target_len;
+	q = memchr(target, '?', h->target_len);
+	plen = q != NULL ? (size_t)(q - target) : h->target_len;
 	if (plen != sizeof(INGRESS_PATH) - 1 ||
-	    memcmp(h->target, INGRESS_PATH, plen) != 0)
+	    memcmp(target, INGRESS_PATH, plen) != 0)
 		return done(req, 404, "not found");
-	if (h->method_len != 4 || memcmp(h->method, "POST", 4) != 0)
+	if (h->method_len != 4 || memcmp(buf + h->method_off, "POST", 4) != 0)
 		return done(req, 405, "method not allowed");
 
 	if (h->src.n == 0)
@@ -299,14 +286,10 @@ verdict(const struct head *h, bool peer_allowed, struct ingress_req *req)
 	return done(req, 0, "ok");
 }
 
-enum ingress_result
-ingress_parse(const char *buf, size_t len, bool peer_allowed, struct ingress_req *req)
+void
+ingress_begin(struct ingress_state *st, struct ingress_req *req)
 {
-	struct head h;
-	const char *why;
-	size_t lim, pos = 0, i;
-	bool first = true;
-
+	memset(st, 0, sizeof(*st));
 	/* Not all of *req: the strings only need their first byte cleared. */
 	req->status = 0;
 	req->reason = "incomplete";
@@ -316,11 +299,18 @@ ingress_parse(const char *buf, size_t len, bool peer_allowed, struct ingress_req
 	req->target_host[0] = '\0';
 	req->target_port = 0;
 	req->target_text[0] = '\0';
-	memset(&h, 0, sizeof(h));
+}
+
+enum ingress_result
+ingress_parse_more(struct ingress_state *st, const char *buf, size_t len, bool peer_allowed,
+    struct ingress_req *req)
+{
+	const char *why;
+	size_t lim, i;
 
 	/* Bytes past the cap can only ever mean 431: never look at them. */
 	lim = len < INGRESS_HEAD_MAX ? len : INGRESS_HEAD_MAX;
-	for (i = 0; i < lim; i++) {
+	for (i = st->scanned; i < lim; i++) {
 		unsigned char c = (unsigned char)buf[i];
 
 		/*
@@ -342,22 +332,33 @@ ingress_parse(const char *buf, size_t len, bool peer_allowed, struct ingress_req
 			return done(req, 400, "bare CR");
 
 		/* A line [pos, i) ended; the next one starts at i + 2. */
-		if (first)
-			why = parse_request_line(buf + pos, i - pos, &h);
-		else if (i == pos) {
+		if (!st->request_line_done)
+			why = parse_request_line(buf, st->pos, i - st->pos, &st->head);
+		else if (i == st->pos) {
 			req->head_len = i + 2;
-			return verdict(&h, peer_allowed, req);
+			return verdict(buf, &st->head, peer_allowed, req);
 		} else
-			why = parse_header_line(buf + pos, i - pos, &h);
+			why = parse_header_line(buf, st->pos, i - st->pos, &st->head);
 		if (why != NULL)
 			return done(req, 400, why);
-		first = false;
-		pos = i + 2;
+		st->request_line_done = true;
+		st->pos = i + 2;
 		i++;
 	}
+	/* What is scanned is never looked at again (a CR at the end is, with its LF). */
+	st->scanned = i;
 	if (len > INGRESS_HEAD_MAX)
 		return done(req, 431, "head too large");
 	return INGRESS_INCOMPLETE;
+}
+
+enum ingress_result
+ingress_parse(const char *buf, size_t len, bool peer_allowed, struct ingress_req *req)
+{
+	struct ingress_state st;
+
+	ingress_begin(&st, req);
+	return ingress_parse_more(&st, buf, len, peer_allowed, req);
 }
 
 const char *

@@ -35,6 +35,37 @@ struct ingress_req {
 	char target_text[272];              /* "host:port" as received (for logs) */
 };
 
+/* Private to ingress.c (here so that a connection can hold one). */
+struct ingress_field {                  /* one header we care about: its first value and a count */
+	size_t off, len;                /* in the caller's buffer, OWS trimmed */
+	unsigned n;
+};
+struct ingress_head {                   /* what the complete lines said */
+	size_t method_off, method_len, target_off, target_len;
+	bool http11;
+	struct ingress_field host, origin, referer, src, tgt, cl, te;
+	bool cl_bad;                    /* a Content-Length not all digits, or two differing */
+	bool cl_body;                   /* a Content-Length > 0 */
+};
+
+/*
+ * A head read in pieces: each call of ingress_parse_more() looks only at
+ * the bytes that came since the last one (a line is parsed once, when it
+ * is complete), so a head that trickles in costs what it would whole.  The
+ * state keeps offsets, not pointers: the buffer may move between calls, but
+ * must hold the same bytes from its start.
+ */
+struct ingress_state {
+	size_t pos;                     /* start of the first line not complete yet */
+	size_t scanned;                 /* bytes already checked */
+	bool request_line_done;
+	struct ingress_head head;
+};
+
+void ingress_begin(struct ingress_state *st, struct ingress_req *req);
+enum ingress_result ingress_parse_more(struct ingress_state *st, const char *buf, size_t len, bool peer_allowed,
+    struct ingress_req *req);
+
 /*
  * Look at the first len bytes received on a relay connection.  Returns
  * INGRESS_INCOMPLETE while the head has not ended and is still within
@@ -47,7 +78,9 @@ struct ingress_req {
  * The verdict is that of the first decisive event in byte order (a bad byte
  * or a bad line: 400; the end of the head: the rest of the table; byte 8193
  * with no end: 431), so once a prefix gets INGRESS_DONE, any longer input
- * gets the identical verdict.  Stateless: call again with the whole buffer.
+ * gets the identical verdict.  The same as ingress_begin() + one
+ * ingress_parse_more(); a prefix's verdict from successive calls of
+ * ingress_parse_more() is the one this gives for the whole of it.
  * req->reason is a static string; "incomplete" while INGRESS_INCOMPLETE.
  */
 enum ingress_result ingress_parse(const char *buf, size_t len, bool peer_allowed, struct ingress_req *req);

@@ -201,6 +201,32 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (whole.head_len > 0 && k < whole.head_len)
 		CHECK(rp == INGRESS_INCOMPLETE);
 
+	/* The same bytes in two pieces, cut at k, parsed incrementally (the
+	 * second call with the buffer copied elsewhere): the whole's verdict. */
+	{
+		struct ingress_state st;
+		struct ingress_req inc;
+		enum ingress_result ri;
+		char *first = malloc(k ? k : 1), *all = malloc(n ? n : 1);
+
+		CHECK(first != NULL && all != NULL);
+		if (k > 0)
+			memcpy(first, in, k);
+		if (n > 0)
+			memcpy(all, in, n);
+		ingress_begin(&st, &inc);
+		ri = ingress_parse_more(&st, first, k, allowed, &inc);
+		CHECK(ri == rp);
+		if (ri == INGRESS_INCOMPLETE) {
+			ri = ingress_parse_more(&st, all, n, allowed, &inc);
+			CHECK(ri == r);
+			if (ri == INGRESS_DONE)
+				check_same(&inc, &whole);
+		}
+		free(first);
+		free(all);
+	}
+
 	/* Right before the blank line ends, and exactly at its end. */
 	if (whole.head_len > 0) {
 		CHECK(parse(in, whole.head_len - 1, allowed, &pre) ==

@@ -227,6 +227,33 @@ check_splits(const char *s, size_t len, bool allowed, const struct ingress_req *
 		assert_int_equal(req.target_port, whole->target_port);
 	}
 	assert_true(decided);
+
+	/*
+	 * The same bytes arriving one at a time, parsed incrementally, each
+	 * call with the buffer in a new place (as it moves when it grows):
+	 * the first verdict is the whole head's, at the same byte.
+	 */
+	struct ingress_state st;
+	ingress_begin(&st, &req);
+	for (size_t k = 1; k <= len; k++) {
+		char *moved = malloc(k);
+
+		assert_non_null(moved);
+		memcpy(moved, s, k);
+		enum ingress_result r = ingress_parse_more(&st, moved, k, allowed, &req);
+		free(moved);
+		if (r == INGRESS_INCOMPLETE)
+			continue;
+		struct ingress_req at;
+		assert_int_equal(parse_prefix(s, k, allowed, &at), INGRESS_DONE);
+		assert_int_equal(req.status, at.status);
+		assert_ptr_equal(req.reason, at.reason);
+		assert_int_equal(req.head_len, at.head_len);
+		assert_string_equal(req.src_text, at.src_text);
+		assert_string_equal(req.target_text, at.target_text);
+		return;
+	}
+	fail_msg("no verdict from the bytes one at a time");
 }
 
 static void
