@@ -15,63 +15,11 @@
 #include <string.h>
 #include <strings.h>
 
-#include "config.h"
-#include "config_reader.h"
+#include "config_parser.h"
 #include "config_values.h"
 #include "tls_suites.h"
 
-#define nitems(a) (sizeof(a) / sizeof((a)[0]))
-
 #define CONFIG_FILE_MAX (1024 * 1024)
-#define DURATION_MAX (7 * 86400)        /* keeps seconds * 1000 within 32 bits */
-#define QUOTE_MAX 96                    /* user text quoted in a message */
-#define BUFFER_MEMORY_MIN ((size_t)1 << 20)
-
-enum section { SEC_NONE, SEC_FUNNELD, SEC_TLS, SEC_BACKEND, SEC_CLIENTS };
-
-struct parser;
-struct keydef;
-typedef int (*key_fn)(struct parser *, const struct keydef *, const char *);
-
-struct keydef {
-	const char *name;
-	enum section sec;
-	bool list;              /* comma-separated, repeating appends */
-	bool empty_ok;          /* list: an empty value means "none" */
-	key_fn fn;              /* scalar: the value; list: one item */
-	size_t off;             /* unsigned field in struct config (numbers) */
-	unsigned min, max;
-};
-
-struct parser {
-	struct ini_reader rd;   /* first: the reader's callbacks get &rd */
-	struct config *cfg;
-	enum section sec;
-	size_t be;              /* current backend (SEC_BACKEND) */
-	char sectext[ADDR_HOST_MAX + 32];
-	int seen[32];           /* line of each key's first use, by keys[] index */
-};
-
-static int k_listen(struct parser *, const struct keydef *, const char *);
-static int k_allow(struct parser *, const struct keydef *, const char *);
-static int k_uint(struct parser *, const struct keydef *, const char *);
-static int k_duration(struct parser *, const struct keydef *, const char *);
-static int k_workers(struct parser *, const struct keydef *, const char *);
-static int k_log_level(struct parser *, const struct keydef *, const char *);
-static int k_metrics(struct parser *, const struct keydef *, const char *);
-static int k_user(struct parser *, const struct keydef *, const char *);
-static int k_cert(struct parser *, const struct keydef *, const char *);
-static int k_key(struct parser *, const struct keydef *, const char *);
-static int k_alpn(struct parser *, const struct keydef *, const char *);
-static int k_session_tickets(struct parser *, const struct keydef *, const char *);
-static int k_cipher(struct parser *, const struct keydef *, const char *);
-static int k_curve(struct parser *, const struct keydef *, const char *);
-static int k_socket(struct parser *, const struct keydef *, const char *);
-static int k_proxy(struct parser *, const struct keydef *, const char *);
-static int k_size(struct parser *, const struct keydef *, const char *);
-static int k_deny(struct parser *, const struct keydef *, const char *);
-static int k_client_max(struct parser *, const struct keydef *, const char *);
-static int k_rate(struct parser *, const struct keydef *, const char *);
 
 #define OFF(f) offsetof(struct config, f)
 
@@ -108,9 +56,13 @@ static const struct keydef keys[] = {
 	{ "deny", SEC_CLIENTS, true, true, k_deny, 0, 0, 0 },
 	{ "max_connections", SEC_CLIENTS, false, false, k_client_max, 0, 1, 1000000 },
 	{ "rate", SEC_CLIENTS, false, false, k_rate, 0, 0, 0 },
+
+	{ "public_port", SEC_LISTENER, false, false, k_public_port, 0, 0, 0 },
+	{ "proxy_protocol", SEC_LISTENER, false, false, k_listener_proxy, 0, 0, 0 },
+	{ "trusted", SEC_LISTENER, true, true, k_trusted, 0, 0, 0 },
 };
 
-_Static_assert(nitems(keys) <= 32, "parser.seen too small");
+_Static_assert(nitems(keys) <= nitems(((struct parser *)0)->seen), "parser.seen too small");
 
 /*
  * Defaults: every value a file may leave out, set here and nowhere else
@@ -123,7 +75,7 @@ static const struct {
 	unsigned workers, ticket_rotation;
 	enum log_level log_level;
 	bool session_tickets;
-	const char *allow[2], *alpn[2];
+	const char *allow[2], *alpn[2], *trusted[2];
 } defaults = {
 	.max_connections = 10000,
 	.max_pending = 1000,
@@ -138,410 +90,9 @@ static const struct {
 	.log_level = LOG_LVL_INFO,
 	.session_tickets = true,
 	.allow = { "100.64.0.0/10", "fd7a:115c:a1e0::/48" },
+	.trusted = { "127.0.0.0/8", "::1" },
 	.alpn = { "h2", "http/1.1" },
 };
-
-/*
- * Helpers
- */
-
-#define Q(s) ini_quote((char[QUOTE_MAX]){ 0 }, QUOTE_MAX, (s))
-#define fail(p, line, ...) ini_reader_fail(&(p)->rd, (line), __VA_ARGS__)
-
-static int
-oom(struct parser *p)
-{
-	return fail(p, p->rd.line, "out of memory");
-}
-
-/*
- * Make room for one more element plus a terminator.  Capacity is implied
- * by the count (next power of two), so no array needs a capacity field;
- * realloc to an unchanged size is cheap.
- */
-static int
-grow(void **v, size_t n, size_t size)
-{
-	size_t cap = 4;
-	void *nv;
-
-	while (cap < n + 2)
-		cap *= 2;
-	if (cap > SIZE_MAX / size)
-		return -1;
-	if ((nv = realloc(*v, cap * size)) == NULL)
-		return -1;
-	*v = nv;
-	return 0;
-}
-
-static char *
-trim(char *s)
-{
-	char *e;
-
-	while (*s == ' ' || *s == '\t')
-		s++;
-	e = s + strlen(s);
-	while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
-		*--e = '\0';
-	return s;
-}
-
-static struct tls_conf *
-cur_tls(struct parser *p)
-{
-	if (p->sec == SEC_BACKEND)
-		return &p->cfg->backends[p->be].tls;
-	return &p->cfg->tls;
-}
-
-/*
- * Key handlers
- */
-
-static int
-k_listen(struct parser *p, const struct keydef *k, const char *v)
-{
-	struct config *cfg = p->cfg;
-	struct listen_addr la;
-	size_t i;
-
-	if (addr_parse_listen(v, &la) == -1)
-		return fail(p, p->rd.line, "bad listen address \"%s\"", Q(v));
-	la.line = p->rd.line;
-	for (i = 0; i < cfg->nlistens; i++)
-		if (cfg->listens[i].sslen == la.sslen && memcmp(&cfg->listens[i].ss, &la.ss, la.sslen) == 0)
-			return fail(p, p->rd.line, "listen address \"%s\" given twice (first at line %d)",
-			    Q(v), cfg->listens[i].line);
-	if (grow((void **)&cfg->listens, cfg->nlistens, sizeof(la)) == -1)
-		return oom(p);
-	cfg->listens[cfg->nlistens++] = la;
-	return 0;
-}
-
-static int
-add_cidr(struct config *cfg, const struct cidr *c)
-{
-	if (grow((void **)&cfg->allow, cfg->nallow, sizeof(*c)) == -1)
-		return -1;
-	cfg->allow[cfg->nallow++] = *c;
-	return 0;
-}
-
-static int
-k_allow(struct parser *p, const struct keydef *k, const char *v)
-{
-	const char *why;
-	struct cidr c;
-
-	if (addr_parse_cidr(v, &c, &why) == -1) {
-		if (why != NULL)
-			return fail(p, p->rd.line, "bad CIDR \"%s\" in allow: %s", Q(v), why);
-		return fail(p, p->rd.line, "bad CIDR \"%s\" in allow", Q(v));
-	}
-	if (add_cidr(p->cfg, &c) == -1)
-		return oom(p);
-	return 0;
-}
-
-static int
-k_uint(struct parser *p, const struct keydef *k, const char *v)
-{
-	unsigned *dst = (unsigned *)(void *)((char *)p->cfg + k->off);
-
-	if (parse_uint(v, 0, UINT_MAX, dst) == -1)
-		return fail(p, p->rd.line, "bad number \"%s\" for %s", Q(v), k->name);
-	if (*dst < k->min || *dst > k->max)
-		return fail(p, p->rd.line, "bad number \"%s\" for %s: must be between %u and %u",
-		    Q(v), k->name, k->min, k->max);
-	return 0;
-}
-
-static int
-k_duration(struct parser *p, const struct keydef *k, const char *v)
-{
-	unsigned *dst = (unsigned *)(void *)((char *)p->cfg + k->off);
-
-	if (parse_duration(v, dst) == -1)
-		return fail(p, p->rd.line, "bad duration \"%s\" for %s", Q(v), k->name);
-	if (*dst < k->min || *dst > k->max)
-		return fail(p, p->rd.line, "bad duration \"%s\" for %s: must be between %us and %ud",
-		    Q(v), k->name, k->min, k->max / 86400);
-	return 0;
-}
-
-static int
-k_workers(struct parser *p, const struct keydef *k, const char *v)
-{
-	unsigned n;
-
-	if (strcasecmp(v, "auto") == 0) {
-		p->cfg->workers = 0;
-		return 0;
-	}
-	if (parse_uint(v, 0, UINT_MAX, &n) == -1)
-		return fail(p, p->rd.line, "bad number \"%s\" for workers", Q(v));
-	if (n < k->min || n > k->max)
-		return fail(p, p->rd.line, "bad number \"%s\" for workers: must be between %u and %u, or auto",
-		    Q(v), k->min, k->max);
-	p->cfg->workers = n;
-	return 0;
-}
-
-static int
-k_log_level(struct parser *p, const struct keydef *k, const char *v)
-{
-	static const struct word levels[] = {
-		{ "debug", LOG_LVL_DEBUG }, { "info", LOG_LVL_INFO }, { "notice", LOG_LVL_NOTICE },
-		{ "warning", LOG_LVL_WARNING }, { "err", LOG_LVL_ERR },
-	};
-	int level;
-
-	if (parse_word(v, levels, nitems(levels), &level) != 0)
-		return fail(p, p->rd.line, "bad log_level \"%s\" (debug, info, notice, warning or err)", Q(v));
-	p->cfg->log_level = (enum log_level)level;
-	return 0;
-}
-
-static int
-k_metrics(struct parser *p, const struct keydef *k, const char *v)
-{
-	struct listen_addr la;
-
-	if (addr_parse_listen(v, &la) == -1)
-		return fail(p, p->rd.line, "bad metrics address \"%s\" (unix:/path or host:port)", Q(v));
-	if ((p->cfg->metrics = strdup(v)) == NULL)
-		return oom(p);
-	return 0;
-}
-
-static int
-k_user(struct parser *p, const struct keydef *k, const char *v)
-{
-	if (!user_name_valid(v))
-		return fail(p, p->rd.line, "bad user name \"%s\"", Q(v));
-	if ((p->cfg->user = strdup(v)) == NULL)
-		return oom(p);
-	return 0;
-}
-
-/* A path key's value: ${CREDENTIALS_DIRECTORY} expanded, absolute. */
-static char *
-path_value(struct parser *p, const struct keydef *k, const char *v)
-{
-	char *path;
-
-	switch (expand_path(v, &path)) {
-	case EXPAND_OK:
-		break;
-	case EXPAND_UNKNOWN_VARIABLE:
-		fail(p, p->rd.line, "unknown variable in %s \"%s\" (only %s is expanded)", k->name, Q(v), CREDS_VAR);
-		return NULL;
-	case EXPAND_NO_CREDENTIALS:
-		fail(p, p->rd.line, "%s uses %s but CREDENTIALS_DIRECTORY is not set", k->name, CREDS_VAR);
-		return NULL;
-	case EXPAND_TOO_LONG:
-		fail(p, p->rd.line, "path too long for %s", k->name);
-		return NULL;
-	case EXPAND_NO_MEMORY:
-		oom(p);
-		return NULL;
-	}
-	if (path[0] != '/') {
-		fail(p, p->rd.line, "%s \"%s\" is not an absolute path", k->name, Q(path));
-		free(path);
-		return NULL;
-	}
-	return path;
-}
-
-static int
-k_cert(struct parser *p, const struct keydef *k, const char *v)
-{
-	struct tls_conf *t = cur_tls(p);
-
-	if ((t->cert = path_value(p, k, v)) == NULL)
-		return -1;
-	t->cert_line = p->rd.line;
-	return 0;
-}
-
-static int
-k_key(struct parser *p, const struct keydef *k, const char *v)
-{
-	struct tls_conf *t = cur_tls(p);
-
-	if ((t->key = path_value(p, k, v)) == NULL)
-		return -1;
-	t->key_line = p->rd.line;
-	return 0;
-}
-
-static int
-strlist_add(struct strlist *l, const char *s)
-{
-	char *d;
-
-	if ((d = strdup(s)) == NULL)
-		return -1;
-	if (grow((void **)&l->v, l->n, sizeof(*l->v)) == -1) {
-		free(d);
-		return -1;
-	}
-	l->v[l->n++] = d;
-	l->v[l->n] = NULL;
-	return 0;
-}
-
-static int
-k_alpn(struct parser *p, const struct keydef *k, const char *v)
-{
-	struct tls_conf *t = cur_tls(p);
-	const char *s;
-	size_t i;
-
-	/* RFC 7301 allows any bytes; we take visible ASCII, as registered ids are. */
-	if (strlen(v) > 255)
-		return fail(p, p->rd.line, "bad ALPN protocol \"%s\": longer than 255 bytes", Q(v));
-	for (s = v; *s != '\0'; s++)
-		if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f)
-			return fail(p, p->rd.line, "bad ALPN protocol \"%s\"", Q(v));
-	for (i = 0; i < t->alpn.n; i++)
-		if (strcmp(t->alpn.v[i], v) == 0)
-			return fail(p, p->rd.line, "ALPN protocol \"%s\" listed twice", Q(v));
-	if (strlist_add(&t->alpn, v) == -1)
-		return oom(p);
-	return 0;
-}
-
-static int
-k_session_tickets(struct parser *p, const struct keydef *k, const char *v)
-{
-	if (parse_bool(v, &p->cfg->session_tickets) != 0)
-		return fail(p, p->rd.line, "bad boolean \"%s\" for %s (yes or no)", Q(v), k->name);
-	return 0;
-}
-
-static int
-add_id(struct parser *p, int **v, size_t *n, size_t max, int id, const char *key, const char *text)
-{
-	for (size_t i = 0; i < *n; i++)
-		if ((*v)[i] == id)
-			return fail(p, p->rd.line, "%s \"%s\" listed twice", key, Q(text));
-	if (*n >= max)
-		return fail(p, p->rd.line, "too many items in %s (at most %zu)", key, max);
-	if (grow((void **)v, *n, sizeof(int)) == -1)
-		return oom(p);
-	(*v)[(*n)++] = id;
-	(*v)[*n] = 0;
-	return 0;
-}
-
-static int
-k_cipher(struct parser *p, const struct keydef *k, const char *v)
-{
-	const char *why;
-	int id = tls_suite_lookup(v, &why);
-
-	if (id == 0)
-		return fail(p, p->rd.line, "unknown cipher suite \"%s\" (or not in this mbedTLS)", Q(v));
-	if (id < 0)
-		return fail(p, p->rd.line, "cipher suite \"%s\" not allowed: %s", Q(v), why);
-	return add_id(p, &p->cfg->ciphers, &p->cfg->nciphers, TLS_SUITES_MAX, id, "cipher suite", v);
-}
-
-static int
-k_curve(struct parser *p, const struct keydef *k, const char *v)
-{
-	const char *why;
-	int id = tls_curve_lookup(v, &why);
-
-	if (id == 0)
-		return fail(p, p->rd.line, "unknown curve \"%s\"", Q(v));
-	if (id < 0)
-		return fail(p, p->rd.line, "curve \"%s\" not allowed (%s)", Q(v), why);
-	return add_id(p, &p->cfg->curves, &p->cfg->ncurves, TLS_CURVES_MAX, id, "curve", v);
-}
-
-static int
-k_socket(struct parser *p, const struct keydef *k, const char *v)
-{
-	struct backend_conf *b = &p->cfg->backends[p->be];
-	struct sockaddr_un sun;
-	char *path;
-
-	if ((path = path_value(p, k, v)) == NULL)
-		return -1;
-	if (strlen(path) >= sizeof(sun.sun_path)) {
-		fail(p, p->rd.line, "socket path \"%s\" too long (at most %zu bytes)",
-		    Q(path), sizeof(sun.sun_path) - 1);
-		free(path);
-		return -1;
-	}
-	b->socket = path;
-	return 0;
-}
-
-static int
-k_proxy(struct parser *p, const struct keydef *k, const char *v)
-{
-	static const struct word modes[] = { { "off", PROXY_OFF }, { "v1", PROXY_V1 }, { "v2", PROXY_V2 } };
-	int mode;
-
-	if (parse_word(v, modes, nitems(modes), &mode) != 0)
-		return fail(p, p->rd.line, "bad proxy_protocol \"%s\" (off, v1 or v2)", Q(v));
-	p->cfg->backends[p->be].proxy = (enum proxy_mode)mode;
-	return 0;
-}
-
-static int
-k_size(struct parser *p, const struct keydef *k, const char *v)
-{
-	size_t *dst = (size_t *)(void *)((char *)p->cfg + k->off);
-
-	/* One buffer's worth at the least: below that nothing could move. */
-	if (parse_size(v, BUFFER_MEMORY_MIN, (size_t)1 << 40, dst) != 0)
-		return fail(p, p->rd.line, "bad size \"%s\" for %s (bytes, or with K, M or G; at least 1M)", Q(v),
-		    k->name);
-	return 0;
-}
-
-static int
-k_deny(struct parser *p, const struct keydef *k, const char *v)
-{
-	struct config *cfg = p->cfg;
-	const char *why;
-	struct cidr c;
-
-	if (addr_parse_cidr(v, &c, &why) == -1)
-		return fail(p, p->rd.line, "bad CIDR \"%s\" in deny%s%s", Q(v), why ? ": " : "", why ? why : "");
-	if (grow((void **)&cfg->deny, cfg->ndeny, sizeof(c)) == -1)
-		return oom(p);
-	cfg->deny[cfg->ndeny++] = c;
-	return 0;
-}
-
-static int
-k_client_max(struct parser *p, const struct keydef *k, const char *v)
-{
-	unsigned n;
-
-	if (parse_uint(v, k->min, k->max, &n) != 0)
-		return fail(p, p->rd.line, "bad number \"%s\" for %s: must be between %u and %u", Q(v), k->name,
-		    k->min, k->max);
-	p->cfg->client_limits.max_conns = n;
-	return 0;
-}
-
-static int
-k_rate(struct parser *p, const struct keydef *k, const char *v)
-{
-	if (clients_parse_rate(v, &p->cfg->client_limits.rate) != 0)
-		return fail(p, p->rd.line, "bad rate \"%s\" (N/s, N/m or N/h, N from 1 to %u)", Q(v),
-		    CLIENTS_RATE_MAX);
-	return 0;
-}
 
 /*
  * Sections
@@ -591,13 +142,42 @@ bad:
 }
 
 static int
+listener_open(struct parser *p, const char *address)
+{
+	struct config *cfg = p->cfg;
+	struct listener_conf *l;
+	struct listen_addr la;
+
+	if (addr_parse_listen(address, &la) != 0)
+		return fail(p, p->rd.line, "bad listener address \"%s\" (want [listener HOST:PORT] or "
+		    "[listener unix:/path])", Q(address));
+	for (size_t i = 0; i < cfg->ntls_listeners; i++)
+		if (cfg->tls_listeners[i].addr.sslen == la.sslen &&
+		    memcmp(&cfg->tls_listeners[i].addr.ss, &la.ss, la.sslen) == 0)
+			return fail(p, p->rd.line, "listener %s defined twice (first at line %d)", la.text,
+			    cfg->tls_listeners[i].line);
+	if (grow((void **)&cfg->tls_listeners, cfg->ntls_listeners, sizeof(*l)) == -1)
+		return oom(p);
+	l = &cfg->tls_listeners[cfg->ntls_listeners];
+	memset(l, 0, sizeof(*l));
+	l->addr = la;
+	l->addr.line = l->line = p->rd.line;
+	l->public_port = 443;
+	l->proxy = PROXY_OFF;
+	p->ls = cfg->ntls_listeners++;
+	p->sec = SEC_LISTENER;
+	snprintf(p->sectext, sizeof(p->sectext), "listener %s", la.text);
+	return 0;
+}
+
+static int
 on_section(struct ini_reader *rd, char *text)
 {
 	struct parser *p = (struct parser *)rd;
 
-	/* Keys of a backend section are counted per section. */
+	/* Keys of backend and listener sections are counted per section. */
 	for (size_t i = 0; i < nitems(keys); i++)
-		if (keys[i].sec == SEC_BACKEND)
+		if (keys[i].sec == SEC_BACKEND || keys[i].sec == SEC_LISTENER)
 			p->seen[i] = 0;
 	if (strcasecmp(text, "funneld") == 0) {
 		p->sec = SEC_FUNNELD;
@@ -618,6 +198,10 @@ on_section(struct ini_reader *rd, char *text)
 		return backend_open(p, trim(text + 8));
 	if (strcasecmp(text, "backend") == 0)
 		return fail(p, p->rd.line, "missing target in [backend] (want [backend HOST:PORT])");
+	if (strncasecmp(text, "listener", 8) == 0 && (text[8] == ' ' || text[8] == '\t'))
+		return listener_open(p, trim(text + 9));
+	if (strcasecmp(text, "listener") == 0)
+		return fail(p, p->rd.line, "missing address in [listener] (want [listener HOST:PORT])");
 	return fail(p, p->rd.line, "unknown section [%s]", Q(text));
 }
 
@@ -692,6 +276,8 @@ on_key(struct ini_reader *rd, const char *name, char *v, bool cont)
 	if (k->list) {
 		if (k->fn == k_alpn)
 			cur_tls(p)->alpn_set = true;
+		if (k->fn == k_trusted)
+			p->cfg->tls_listeners[p->ls].trusted_set = true;
 		return list_value(p, k, v);
 	}
 	if (*v == '\0')
@@ -745,7 +331,7 @@ apply_defaults(struct parser *p)
 		cfg->ticket_rotation = defaults.ticket_rotation;
 	if (!key_given(p, "allow", SEC_FUNNELD))
 		for (size_t i = 0; i < nitems(defaults.allow); i++)
-			if (addr_parse_cidr(defaults.allow[i], &c, NULL) == -1 || add_cidr(cfg, &c) == -1)
+			if (addr_parse_cidr(defaults.allow[i], &c, NULL) == -1 || add_cidr(&cfg->allow, &cfg->nallow, &c) == -1)
 				return oom(p);
 	if (!cfg->tls.alpn_set)
 		for (size_t i = 0; i < nitems(defaults.alpn); i++)
@@ -796,13 +382,37 @@ inherit_tls(struct tls_conf *b, const struct tls_conf *t)
 	return 0;
 }
 
+/* Each [listener]'s trusted peers (default loopback), and no address both a listener and a listen. */
+static int
+finalize_listeners(struct parser *p)
+{
+	struct config *cfg = p->cfg;
+	struct cidr c;
+
+	for (size_t i = 0; i < cfg->ntls_listeners; i++) {
+		struct listener_conf *l = &cfg->tls_listeners[i];
+		for (size_t j = 0; j < cfg->nlistens; j++)
+			if (cfg->listens[j].sslen == l->addr.sslen &&
+			    memcmp(&cfg->listens[j].ss, &l->addr.ss, l->addr.sslen) == 0)
+				return fail(p, l->line, "listener %s is also a listen address (line %d)", l->addr.text,
+				    cfg->listens[j].line);
+		if (l->addr.kind == LISTEN_UNIX || l->trusted_set)
+			continue;
+		for (size_t k = 0; k < nitems(defaults.trusted); k++) {
+			if (addr_parse_cidr(defaults.trusted[k], &c, NULL) != 0 || add_cidr(&l->trusted, &l->ntrusted, &c) != 0)
+				return oom(p);
+		}
+	}
+	return 0;
+}
+
 static int
 finalize(struct parser *p)
 {
 	struct config *cfg = p->cfg;
 	char where[ADDR_HOST_MAX + 32];
 
-	if (apply_defaults(p) != 0 || check_pair(p, &cfg->tls, "[tls]: ") == -1)
+	if (apply_defaults(p) != 0 || check_pair(p, &cfg->tls, "[tls]: ") == -1 || finalize_listeners(p) != 0)
 		return -1;
 	if (cfg->nbackends == 0)
 		return fail(p, 0, "no [backend HOST:PORT] section");
@@ -821,14 +431,26 @@ finalize(struct parser *p)
 	return 0;
 }
 
+const struct listener_conf *
+config_tls_listener(const struct config *cfg, const char *addr_text)
+{
+	for (size_t i = 0; i < cfg->ntls_listeners; i++)
+		if (strcmp(cfg->tls_listeners[i].addr.text, addr_text) == 0)
+			return &cfg->tls_listeners[i];
+	return NULL;
+}
+
 const char *
 config_restart_needed(const struct config *a, const struct config *b)
 {
-	if (a->nlistens != b->nlistens)
-		return "listen";
+	if (a->nlistens != b->nlistens || a->ntls_listeners != b->ntls_listeners)
+		return "listen or [listener]";
 	for (size_t i = 0; i < a->nlistens; i++)
 		if (strcmp(a->listens[i].text, b->listens[i].text) != 0)
 			return "listen";
+	for (size_t i = 0; i < a->ntls_listeners; i++)
+		if (strcmp(a->tls_listeners[i].addr.text, b->tls_listeners[i].addr.text) != 0)
+			return "[listener]";
 	if (a->workers != b->workers)
 		return "workers";
 	if ((a->user == NULL) != (b->user == NULL) || (a->user != NULL && strcmp(a->user, b->user) != 0))
@@ -935,6 +557,9 @@ config_free(struct config *cfg)
 		tls_conf_free(&cfg->backends[i].tls);
 	}
 	free(cfg->backends);
+	for (size_t i = 0; i < cfg->ntls_listeners; i++)
+		free(cfg->tls_listeners[i].trusted);
+	free(cfg->tls_listeners);
 	free(cfg->deny);
 	free(cfg);
 }

@@ -38,6 +38,17 @@ struct backend_conf {
 	int line;                       /* of the section header */
 };
 
+/* [listener ADDRESS]: raw TLS from a local forwarder (DESIGN §8). */
+struct listener_conf {
+	struct listen_addr addr;
+	uint16_t public_port;           /* the Funnel port: SNI host + this picks [backend HOST:PORT] */
+	enum proxy_mode proxy;          /* the PROXY header that must come first */
+	struct cidr *trusted;           /* who may connect (TCP); default loopback */
+	size_t ntrusted;
+	bool trusted_set;
+	int line;                       /* of the section header */
+};
+
 struct config {
 	char *path;
 
@@ -66,6 +77,9 @@ struct config {
 	struct backend_conf *backends;
 	size_t nbackends;
 
+	struct listener_conf *tls_listeners;
+	size_t ntls_listeners;
+
 	/* [clients]: public clients, by Tailscale-Ingress-Src (or the PROXY source). */
 	struct cidr *deny;
 	size_t ndeny;
@@ -82,6 +96,9 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 /* Same, from a string (for tests and fuzzing); name is used in messages. */
 int config_parse_string(const char *name, const char *text, struct config **out, char *err, size_t errlen);
 void config_free(struct config *cfg);
+
+/* The [listener] section of a listening address (by its text), or NULL. */
+const struct listener_conf *config_tls_listener(const struct config *cfg, const char *addr_text);
 
 /*
  * What a reload cannot change in a running process (listeners, workers,

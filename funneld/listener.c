@@ -20,7 +20,8 @@
 #define LISTEN_BACKLOG 4096
 
 static int
-add_listener(int fd, enum listen_kind kind, const char *text, const char *unlink_path, int worker)
+add_listener(int fd, enum listen_kind kind, enum listener_role role, const char *text, const char *unlink_path,
+    int worker)
 {
 	struct listener *v = realloc(server.listeners, (server.nlisteners + 1) * sizeof(*v));
 
@@ -29,6 +30,7 @@ add_listener(int fd, enum listen_kind kind, const char *text, const char *unlink
 	server.listeners = v;
 	v[server.nlisteners].fd = fd;
 	v[server.nlisteners].kind = kind;
+	v[server.nlisteners].role = role;
 	snprintf(v[server.nlisteners].text, sizeof(v[server.nlisteners].text), "%s", text);
 	v[server.nlisteners].unlink_path = NULL;
 	v[server.nlisteners].worker = worker;
@@ -103,7 +105,7 @@ tcp_socket(const struct sockaddr *sa, socklen_t salen, bool reuseport, bool prob
  * SO_REUSEPORT or not) fail as in use instead of being shared with it.
  */
 static int
-open_tcp(const struct listen_addr *la, unsigned nworkers)
+open_tcp(const struct listen_addr *la, enum listener_role role, unsigned nworkers)
 {
 	struct sockaddr_storage ss = la->ss;
 	socklen_t len = la->sslen;
@@ -111,14 +113,14 @@ open_tcp(const struct listen_addr *la, unsigned nworkers)
 
 	if (nworkers <= 1)
 		return (fd = tcp_socket((struct sockaddr *)&ss, len, false, false)) < 0 ? -1 :
-		    add_listener(fd, LISTEN_TCP, la->text, NULL, -1);
+		    add_listener(fd, LISTEN_TCP, role, la->text, NULL, -1);
 	if ((fd = tcp_socket((struct sockaddr *)&ss, len, false, true)) < 0)
 		return -1;
 	close(fd);
 	for (unsigned k = 0; k < nworkers; k++) {
 		if ((fd = tcp_socket((struct sockaddr *)&ss, len, true, false)) < 0)
 			return -1;
-		if (add_listener(fd, LISTEN_TCP, la->text, NULL, (int)k) != 0) {
+		if (add_listener(fd, LISTEN_TCP, role, la->text, NULL, (int)k) != 0) {
 			close(fd);
 			return -1;
 		}
@@ -130,12 +132,13 @@ open_tcp(const struct listen_addr *la, unsigned nworkers)
 }
 
 static int
-open_one(const struct listen_addr *la, unsigned nworkers, char *err, size_t errlen, const char *cfgpath)
+open_one(const struct listen_addr *la, enum listener_role role, unsigned nworkers, char *err, size_t errlen,
+    const char *cfgpath)
 {
 	int fd = -1;
 
 	if (la->kind == LISTEN_TCP) {
-		if (open_tcp(la, nworkers) != 0)
+		if (open_tcp(la, role, nworkers) != 0)
 			goto fail;
 		return 0;
 	}
@@ -146,7 +149,7 @@ open_one(const struct listen_addr *la, unsigned nworkers, char *err, size_t errl
 		goto fail;
 	if (bind(fd, (const struct sockaddr *)&la->ss, la->sslen) != 0 || listen(fd, LISTEN_BACKLOG) != 0)
 		goto fail;
-	if (add_listener(fd, LISTEN_UNIX, la->text, sun->sun_path, -1) != 0)
+	if (add_listener(fd, LISTEN_UNIX, role, la->text, sun->sun_path, -1) != 0)
 		goto fail;
 	return 0;
 fail:
@@ -156,21 +159,55 @@ fail:
 	return -1;
 }
 
-int
-listeners_open(const struct config *cfg, unsigned nworkers, char *err, size_t errlen)
+static bool
+already_open(const char *text)
 {
-	if (cfg->nlistens == 0) {
-		snprintf(err, errlen, "%s: no listen address, and not started by socket activation", cfg->path);
+	for (size_t i = 0; i < server.nlisteners; i++)
+		if (strcmp(server.listeners[i].text, text) == 0)
+			return true;
+	return false;
+}
+
+int
+listeners_open(const struct config *cfg, unsigned nworkers, bool activated, char *err, size_t errlen)
+{
+	if (!activated && cfg->nlistens == 0 && cfg->ntls_listeners == 0) {
+		snprintf(err, errlen, "%s: no listen address or [listener], and not started by socket activation",
+		    cfg->path);
 		return -1;
 	}
-	for (size_t i = 0; i < cfg->nlistens; i++)
-		if (open_one(&cfg->listens[i], nworkers, err, errlen, cfg->path) != 0)
+	for (size_t i = 0; i < cfg->nlistens && !activated; i++)
+		if (open_one(&cfg->listens[i], ROLE_INGRESS, nworkers, err, errlen, cfg->path) != 0)
+			return -1;
+	/* A [listener] that systemd did not pass is opened here. */
+	for (size_t i = 0; i < cfg->ntls_listeners; i++)
+		if (!already_open(cfg->tls_listeners[i].addr.text) &&
+		    open_one(&cfg->tls_listeners[i].addr, ROLE_TLS, nworkers, err, errlen, cfg->path) != 0)
 			return -1;
 	return 0;
 }
 
+/* The [listener] whose address is the socket's own, if any. */
+static const struct listener_conf *
+activated_tls_listener(const struct config *cfg, const struct sockaddr_storage *ss, socklen_t len)
+{
+	for (size_t i = 0; i < cfg->ntls_listeners; i++) {
+		const struct listen_addr *la = &cfg->tls_listeners[i].addr;
+		if (la->ss.ss_family != ss->ss_family)
+			continue;
+		if (ss->ss_family == AF_UNIX) {
+			if (strcmp(((const struct sockaddr_un *)&la->ss)->sun_path,
+			    ((const struct sockaddr_un *)ss)->sun_path) == 0)
+				return &cfg->tls_listeners[i];
+		} else if (la->sslen == len && memcmp(&la->ss, ss, len) == 0) {
+			return &cfg->tls_listeners[i];
+		}
+	}
+	return NULL;
+}
+
 int
-listeners_adopt_activated(void)
+listeners_adopt_activated(const struct config *cfg)
 {
 	char **names = NULL;
 	int n = sd_listen_fds_with_names(1, &names);
@@ -192,12 +229,17 @@ listeners_adopt_activated(void)
 			log_warn("passed descriptor %d: getsockname", fd);
 			continue;
 		}
-		snprintf(text, sizeof(text), "fd %d (%s)", fd, names && names[i] ? names[i] : "activated");
+		const struct listener_conf *tl = activated_tls_listener(cfg, &ss, len);
+		if (tl != NULL)
+			snprintf(text, sizeof(text), "%s", tl->addr.text);
+		else
+			snprintf(text, sizeof(text), "fd %d (%s)", fd, names && names[i] ? names[i] : "activated");
 		if (ss.ss_family != AF_UNIX) {
 			int one = 1;
 			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		}
-		if (add_listener(fd, ss.ss_family == AF_UNIX ? LISTEN_UNIX : LISTEN_TCP, text, NULL, -1) != 0)
+		if (add_listener(fd, ss.ss_family == AF_UNIX ? LISTEN_UNIX : LISTEN_TCP, tl != NULL ? ROLE_TLS : ROLE_INGRESS,
+		    text, NULL, -1) != 0)
 			n = -1;
 	}
 	if (names != NULL) {

@@ -295,10 +295,10 @@ start(struct snapshot *snap)
 	raise_nofile();
 
 	server.nworkers = worker_count(snap->cfg);
-	int activated = listeners_adopt_activated();
+	int activated = listeners_adopt_activated(snap->cfg);
 	if (activated < 0)
 		fatalx("socket activation: cannot adopt the passed sockets");
-	if (activated == 0 && listeners_open(snap->cfg, (unsigned)server.nworkers, err, sizeof(err)) != 0) {
+	if (listeners_open(snap->cfg, (unsigned)server.nworkers, activated > 0, err, sizeof(err)) != 0) {
 		startup_error(err);
 		return -1;
 	}
