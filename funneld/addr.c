@@ -345,6 +345,17 @@ addr_cidr_match(const struct cidr *list, size_t n, const struct sockaddr *sa)
 	return false;
 }
 
+bool
+addr_is_tailnet(const struct sockaddr *sa)
+{
+	static const struct cidr tailnet[] = {
+		{ .family = AF_INET, .addr = { 100, 64 }, .prefix = 10 },
+		{ .family = AF_INET6, .addr = { 0xfd, 0x7a, 0x11, 0x5c, 0xa1, 0xe0 }, .prefix = 48 },
+	};
+
+	return addr_cidr_match(tailnet, sizeof(tailnet) / sizeof(tailnet[0]), sa);
+}
+
 static int
 parse_listen_unix(const char *path, struct listen_addr *out)
 {

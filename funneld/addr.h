@@ -87,6 +87,9 @@ int addr_parse_cidr(const char *s, struct cidr *out, const char **why);
 /* Whether sa (AF_INET / AF_INET6, IPv4-mapped compared as IPv4) is inside any of list. */
 bool addr_cidr_match(const struct cidr *list, size_t n, const struct sockaddr *sa);
 
+/* Whether sa is a tailnet address (100.64.0.0/10, fd7a:115c:a1e0::/48) rather than the internet. */
+bool addr_is_tailnet(const struct sockaddr *sa);
+
 /* "host:port" (IPv4, "localhost", "*" = every address), "[v6]:port" or "unix:/path".  0 or -1. */
 int addr_parse_listen(const char *s, struct listen_addr *out);
 

@@ -94,8 +94,12 @@ log_record(struct conn *c)
 	struct timespec end;
 
 	clock_gettime(CLOCK_MONOTONIC, &end);
+	const struct sockaddr *src = (const struct sockaddr *)&c->req.src;
+	bool known = src->sa_family == AF_INET || src->sa_family == AF_INET6;
 	struct conn_record r = {
 		.id = c->id,
+		.listener = c->forward != NULL ? "tls" : "ingress",
+		.client = !known ? NULL : addr_is_tailnet(src) ? "tailnet" : "internet",
 		.peer = c->peer,
 		.src = c->req.src_text,
 		.target = c->req.target_text,
@@ -118,8 +122,8 @@ log_record(struct conn *c)
 }
 
 /* The head is complete (or the connection ends): it no longer counts as pending. */
-static void
-pending_done(struct conn *c)
+void
+conn_pending_done(struct conn *c)
 {
 	if (!c->pending)
 		return;
@@ -148,6 +152,9 @@ conn_close(struct conn *c, enum conn_result result, const char *reason)
 		log_record(c);
 	metrics_conn_end(result, c->hs_failure, c->backend != NULL ? c->snap->stats[c->backend_index] : NULL,
 	    c->bytes_in, c->bytes_out);
+	metrics_listener_conn(c->forward != NULL, (c->req.src.ss_family == AF_INET || c->req.src.ss_family == AF_INET6) ?
+	    (addr_is_tailnet((const struct sockaddr *)&c->req.src) ? CLIENT_CLASS_TAILNET : CLIENT_CLASS_INTERNET) :
+	    CLIENT_CLASS_UNKNOWN);
 
 	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
 		if (evs[i] != NULL)
@@ -166,7 +173,7 @@ conn_close(struct conn *c, enum conn_result result, const char *reason)
 		atomic_fetch_sub(&server.conns_active, 1);
 	atomic_fetch_sub(&server.conns_open, 1);
 	c->active = false;
-	pending_done(c);
+	conn_pending_done(c);
 	if (c->client_ref.slot != 0)
 		clients_release(server.clients, &c->client_ref);
 	c->state = CONN_CLOSED;
@@ -248,6 +255,17 @@ refuse(struct conn *c, int status, const char *reason, const char *detail)
 	conn_pump(c);
 }
 
+bool
+conn_take_active(struct conn *c)
+{
+	if (atomic_fetch_add(&server.conns_active, 1) >= c->snap->cfg->max_connections) {
+		atomic_fetch_sub(&server.conns_active, 1);
+		return false;
+	}
+	c->active = true;
+	return true;
+}
+
 /*
  * A refusal that a limit decided: counted, and logged once per client per
  * interval (log), with how many of its refusals went unlogged meanwhile.
@@ -263,40 +281,96 @@ refuse_limited(struct conn *c, int status, const char *reason, enum refusal r, b
 	refuse(c, status, reason, log && suppressed > 0 ? c->detail : NULL);
 }
 
-/* [clients] (DESIGN §9): deny, then the per-client limits.  False when refused. */
-static bool
-client_admitted(struct conn *c)
+int
+conn_client_check(struct conn *c, struct conn_refusal *why)
 {
 	const struct config *cfg = c->snap->cfg;
 	const struct sockaddr *src = (const struct sockaddr *)&c->req.src;
 	const struct client_limits *lim = &cfg->client_limits;
 	struct client_admission adm;
-	uint32_t suppressed = 0;
-	bool log;
 
+	*why = (struct conn_refusal){ 0 };
+	if (src->sa_family != AF_INET && src->sa_family != AF_INET6)
+		return 0;               /* no client address (a unix: listener without PROXY) */
 	if (addr_cidr_match(cfg->deny, cfg->ndeny, src)) {
-		log = clients_should_log(server.clients, src, conn_now_ms(), &suppressed);
-		refuse_limited(c, 403, "client denied", REFUSAL_CLIENT_DENY, log, suppressed);
-		return false;
+		why->log = clients_should_log(server.clients, src, conn_now_ms(), &why->suppressed);
+		why->limit = REFUSAL_CLIENT_DENY;
+		why->reason = "client denied";
+		return why->status = 403;
 	}
 	if (lim->max_conns == 0 && lim->rate.count == 0)
-		return true;
+		return 0;
 	switch (clients_admit(server.clients, lim, src, conn_now_ms(), &adm)) {
 	case CLIENT_ADMIT:
 		c->client_ref = adm.ref;
-		return true;
+		return 0;
 	case CLIENT_OVER_CONNECTIONS:
-		refuse_limited(c, 429, "too many connections from this client", REFUSAL_CLIENT_CONNECTIONS, adm.log,
-		    adm.suppressed);
-		return false;
+		why->status = 429;
+		why->limit = REFUSAL_CLIENT_CONNECTIONS;
+		why->reason = "too many connections from this client";
+		break;
 	case CLIENT_OVER_RATE:
-		refuse_limited(c, 429, "too many new connections from this client", REFUSAL_CLIENT_RATE, adm.log,
-		    adm.suppressed);
-		return false;
+		why->status = 429;
+		why->limit = REFUSAL_CLIENT_RATE;
+		why->reason = "too many new connections from this client";
+		break;
 	default:
-		refuse_limited(c, 503, "client table full", REFUSAL_CLIENT_TABLE_FULL, adm.log, adm.suppressed);
-		return false;
+		why->status = 503;
+		why->limit = REFUSAL_CLIENT_TABLE_FULL;
+		why->reason = "client table full";
+		break;
 	}
+	why->log = adm.log;
+	why->suppressed = adm.suppressed;
+	return why->status;
+}
+
+void
+conn_drop_refused(struct conn *c, const struct conn_refusal *why)
+{
+	metrics_refusal(why->limit);
+	c->quiet = !why->log;
+	if (why->log && why->suppressed > 0) {
+		snprintf(c->detail, sizeof(c->detail), "%s (and %u more since the last logged)", why->reason,
+		    why->suppressed);
+		conn_close(c, conn_result_for_status(why->status), c->detail);
+		return;
+	}
+	conn_close(c, conn_result_for_status(why->status), why->reason);
+}
+
+int
+conn_begin_handshake(struct conn *c, const struct backend_conf *b, bool answer_101)
+{
+	c->backend_index = (size_t)(b - c->snap->cfg->backends);
+	if ((c->backend_fd = backend_connect(b)) < 0) {
+		snprintf(c->detail, sizeof(c->detail), "backend %s: %s", b->socket, strerror(errno));
+		/* It will not be past the checks: its place is free again. */
+		if (c->active)
+			atomic_fetch_sub(&server.conns_active, 1);
+		c->active = false;
+		return -1;
+	}
+	c->backend = b;
+	c->backend_rev = event_new(c->owner->base, c->backend_fd, EV_READ | EV_PERSIST, conn_io, c);
+	c->backend_wev = event_new(c->owner->base, c->backend_fd, EV_WRITE | EV_PERSIST, conn_io, c);
+	if (c->backend_rev == NULL || c->backend_wev == NULL ||
+	    tls_conn_setup(c->snap->tls, c->backend_index, c->req.target_host, &c->tls, &c->io) != 0) {
+		conn_close(c, RESULT_BACKEND_ERROR, "out of memory");
+		return 0;
+	}
+	if (answer_101) {
+		c->status = 101;
+		/* The 101 and the server's first flight leave in one send(). */
+		if (buf_append(&c->owner->pool, &c->io.tx, response_101, sizeof(response_101) - 1, TLS_TX_MAX) != 0) {
+			conn_close(c, RESULT_RELAY_ERROR, "out of memory");
+			return 0;
+		}
+	}
+	c->state = CONN_HANDSHAKE;
+	arm_timer(c, c->snap->cfg->handshake_timeout);
+	conn_pump(c);
+	return 0;
 }
 
 /* The head passed every check: pick the backend, connect it, answer 101. */
@@ -305,44 +379,22 @@ accept_request(struct conn *c)
 {
 	const struct config *cfg = c->snap->cfg;
 	const struct backend_conf *b;
+	struct conn_refusal why;
 
-	if (!client_admitted(c))
+	if (conn_client_check(c, &why) != 0) {
+		refuse_limited(c, why.status, why.reason, why.limit, why.log, why.suppressed);
 		return;
+	}
 	if ((b = backend_route(cfg, c->req.target_host, c->req.target_port)) == NULL) {
 		refuse(c, 404, "no backend for target", NULL);
 		return;
 	}
-	if (atomic_fetch_add(&server.conns_active, 1) >= cfg->max_connections) {
-		atomic_fetch_sub(&server.conns_active, 1);
+	if (!conn_take_active(c)) {
 		refuse(c, 503, "max_connections reached", NULL);
 		return;
 	}
-	c->active = true;
-	if ((c->backend_fd = backend_connect(b)) < 0) {
-		snprintf(c->detail, sizeof(c->detail), "backend %s: %s", b->socket, strerror(errno));
-		c->active = false;
-		atomic_fetch_sub(&server.conns_active, 1);
+	if (conn_begin_handshake(c, b, true) != 0)
 		refuse(c, 502, "backend unavailable", c->detail);
-		return;
-	}
-	c->backend = b;
-	c->backend_index = (size_t)(b - cfg->backends);
-	c->backend_rev = event_new(c->owner->base, c->backend_fd, EV_READ | EV_PERSIST, conn_io, c);
-	c->backend_wev = event_new(c->owner->base, c->backend_fd, EV_WRITE | EV_PERSIST, conn_io, c);
-	if (c->backend_rev == NULL || c->backend_wev == NULL ||
-	    tls_conn_setup(c->snap->tls, c->backend_index, c->req.target_host, &c->tls, &c->io) != 0) {
-		conn_close(c, RESULT_BACKEND_ERROR, "out of memory");
-		return;
-	}
-	c->status = 101;
-	/* The 101 and the server's first flight leave in one send(). */
-	if (buf_append(&c->owner->pool, &c->io.tx, response_101, sizeof(response_101) - 1, TLS_TX_MAX) != 0) {
-		conn_close(c, RESULT_RELAY_ERROR, "out of memory");
-		return;
-	}
-	c->state = CONN_HANDSHAKE;
-	arm_timer(c, cfg->handshake_timeout);
-	conn_pump(c);
 }
 
 /* rx holds a head that trickles in: move it out of the pool buffer into
@@ -422,7 +474,7 @@ read_head(struct conn *c)
 		conn_set_interest(c, WANT_RELAY_READ);
 		return;
 	}
-	pending_done(c);
+	conn_pending_done(c);
 	if (c->req.status != 0) {
 		refuse(c, c->req.status, c->req.reason, NULL);
 		return;
@@ -448,7 +500,10 @@ handshake_done(struct conn *c)
 	conn_arm_timer_ms(c, TRIM_AFTER_MS);
 	if (c->backend->proxy == PROXY_OFF)
 		return;
-	if (getsockname(c->relay_fd, (struct sockaddr *)&local, &llen) != 0)
+	/* The node's side: what the forwarder's PROXY header said, else this socket's. */
+	if (c->proxy_dst.ss_family != AF_UNSPEC)
+		local = c->proxy_dst;
+	else if (getsockname(c->relay_fd, (struct sockaddr *)&local, &llen) != 0)
 		memset(&local, 0, sizeof(local));
 	struct backend_client client = {
 		.src = (struct sockaddr *)&c->req.src,
@@ -580,6 +635,10 @@ conn_step(struct conn *c)
 	case CONN_READ_HEAD:
 		read_head(c);
 		return;
+	case CONN_READ_PROXY:
+	case CONN_READ_HELLO:
+		forwarded_step(c);
+		return;
 	case CONN_REFUSING:
 		refusing_step(c);
 		return;
@@ -654,6 +713,10 @@ conn_timeout(evutil_socket_t fd, short what, void *arg)
 	case CONN_READ_HEAD:
 		refuse(c, 408, "head not complete within header_timeout", NULL);
 		return;
+	case CONN_READ_PROXY:
+	case CONN_READ_HELLO:
+		forwarded_timeout(c);
+		return;
 	case CONN_HANDSHAKE:
 		c->hs_failure = HS_FAIL_TIMEOUT;
 		conn_close(c, RESULT_HANDSHAKE_TIMEOUT, "handshake not complete within handshake_timeout");
@@ -687,7 +750,8 @@ refuse_at_once(struct conn *c, int status, const char *reason, enum refusal r, b
 		snprintf(c->detail, sizeof(c->detail), "%s (and %u more since the last logged)", reason, suppressed);
 		reason = c->detail;
 	}
-	if (send(c->relay_fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+	/* A [listener]'s peer speaks TLS, not HTTP: it only sees the close. */
+	if (c->forward == NULL && send(c->relay_fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
 		log_debug("conn %llu: %s", (unsigned long long)c->id, strerror(errno));
 	conn_close(c, conn_result_for_status(status), reason);
 }
@@ -769,6 +833,11 @@ conn_start(struct conn *c, const struct listener *l)
 		return;
 	}
 	arm_timer(c, c->snap->cfg->header_timeout);
-	if (pending_admitted(c, l))
-		conn_set_interest(c, WANT_RELAY_READ);
+	if (l->role == ROLE_TLS && !forwarded_check_peer(c, l))
+		return;
+	if (!pending_admitted(c, l))
+		return;
+	if (l->role == ROLE_TLS && !forwarded_start(c))
+		return;
+	conn_set_interest(c, WANT_RELAY_READ);
 }

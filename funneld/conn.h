@@ -4,6 +4,7 @@
  *
  *   READ_HEAD ──▶ HANDSHAKE ──▶ SPLICE ──▶ CLOSED ─(reap)─▶ freed
  *       └──▶ REFUSING (a refusal is written, input drained) ──▶ CLOSED
+ *   [listener]: READ_PROXY ─▶ READ_HELLO ─▶ HANDSHAKE ─▶ ... (or CLOSED)
  *
  * struct conn owns both sockets, the TLS context, its events and timer, and
  * the snapshot it started with.  conn_close() is the one place a connection
@@ -35,6 +36,8 @@ struct event;
 
 enum conn_state {
 	CONN_READ_HEAD,
+	CONN_READ_PROXY,                /* [listener]: the PROXY header (forwarded.c) */
+	CONN_READ_HELLO,                /* [listener]: the ClientHello, peeked for its SNI */
 	CONN_HANDSHAKE,
 	CONN_SPLICE,
 	CONN_REFUSING,
@@ -75,6 +78,8 @@ struct conn {
 	struct client_ref client_ref;   /* [clients] max_connections */
 	bool quiet;                     /* a refusal whose client was logged recently: no record */
 
+	const struct listener_conf *forward;    /* its [listener] (in snap), NULL on the ingress path */
+	struct sockaddr_storage proxy_dst;      /* the PROXY header's destination, AF_UNSPEC if none */
 	struct ingress_state head;      /* the request head, parsed as it arrives */
 	struct ingress_req req;
 	const struct backend_conf *backend;     /* routed to; NULL before (or when refused) */
@@ -111,6 +116,31 @@ struct conn *conn_new(struct conn_owner *o, int fd, const struct sockaddr *peer)
 void conn_start(struct conn *c, const struct listener *l);
 void conn_close(struct conn *c, enum conn_result result, const char *reason);
 void conn_free(struct conn *c);
+
+/* Why a [clients] check refused a connection (conn_client_check). */
+struct conn_refusal {
+	int status;                     /* the HTTP status it gets on the ingress path */
+	enum refusal limit;
+	const char *reason;
+	bool log;                       /* the one refusal of this client to log now */
+	uint32_t suppressed;            /* ... after this many unlogged ones */
+};
+
+/* forwarded.c: a [listener]'s connection before its handshake. */
+bool forwarded_check_peer(struct conn *c, const struct listener *l);     /* trusted, and its section */
+bool forwarded_start(struct conn *c);
+void forwarded_step(struct conn *c);
+void forwarded_timeout(struct conn *c);
+void conn_pending_done(struct conn *c);         /* its head or PROXY header is in */
+
+/* Between conn.c and forwarded.c: [clients] for c->req.src (0: admitted), a
+ * refused connection closed without an answer, a place past the checks
+ * (max_connections), and the backend connected + the handshake started
+ * (-1 when the backend refused: c->detail says why, nothing sent). */
+int conn_client_check(struct conn *c, struct conn_refusal *why);
+void conn_drop_refused(struct conn *c, const struct conn_refusal *why);
+bool conn_take_active(struct conn *c);
+int conn_begin_handshake(struct conn *c, const struct backend_conf *b, bool answer_101);
 
 /* Between conn.c and splice.c. */
 void conn_set_interest(struct conn *c, unsigned want);

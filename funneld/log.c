@@ -173,6 +173,8 @@ log_conn(const struct conn_record *r)
 		    "PRIORITY=%d", prio,
 		    "SYSLOG_IDENTIFIER=funneld",
 		    "FUNNEL_CONN=%llu", (unsigned long long)r->id,
+		    "FUNNEL_LISTENER=%s", dash(r->listener),
+		    "FUNNEL_CLIENT=%s", dash(r->client),
 		    "FUNNEL_PEER=%s", peer,
 		    "FUNNEL_SRC=%s", src,
 		    "FUNNEL_TARGET=%s", target,
@@ -192,9 +194,10 @@ log_conn(const struct conn_record *r)
 	}
 	char line[2048];
 	int len = snprintf(line, sizeof(line),
-	    "funneld: conn %llu peer=%s src=%s target=%s backend=%s sni=%s alpn=%s tls=%s cipher=%s "
-	    "in=%llu out=%llu duration=%llums status=%d result=%s%s%s%s\n",
-	    (unsigned long long)r->id, peer, src, target, backend, sni, alpn, dash(r->tls_version), dash(r->cipher),
+	    "funneld: conn %llu listener=%s client=%s peer=%s src=%s target=%s backend=%s sni=%s alpn=%s tls=%s "
+	    "cipher=%s in=%llu out=%llu duration=%llums status=%d result=%s%s%s%s\n",
+	    (unsigned long long)r->id, dash(r->listener), dash(r->client), peer, src, target, backend, sni, alpn,
+	    dash(r->tls_version), dash(r->cipher),
 	    (unsigned long long)r->bytes_in, (unsigned long long)r->bytes_out,
 	    (unsigned long long)r->duration_ms, r->status, r->result,
 	    r->reason ? " reason=\"" : "", r->reason ? r->reason : "", r->reason ? "\"" : "");

@@ -24,6 +24,8 @@ void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn))
 /* The one record a connection leaves when it ends. */
 struct conn_record {
 	uint64_t id;
+	const char *listener;           /* "ingress" (POST /v0/ingress) or "tls" (a [listener]) */
+	const char *client;             /* "tailnet" or "internet" (by src), NULL when unknown */
 	const char *peer, *src, *target, *backend, *sni, *alpn, *tls_version, *cipher;
 	uint64_t bytes_in, bytes_out;   /* plaintext: client→backend, backend→client */
 	uint64_t duration_ms;

@@ -25,6 +25,7 @@
 static atomic_ullong results[RESULT_COUNT];
 static atomic_ullong hs_failures[HS_FAIL_COUNT];
 static atomic_ullong refusals[REFUSAL_COUNT];
+static atomic_ullong by_listener[2][CLIENT_CLASSES];
 static atomic_ullong total_bytes_in, total_bytes_out;
 
 static pthread_mutex_t backends_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -72,6 +73,13 @@ metrics_conn_end(enum conn_result r, enum hs_failure hs, struct backend_stats *b
 }
 
 void
+metrics_listener_conn(bool tls_listener, enum client_class cls)
+{
+	if ((unsigned)cls < CLIENT_CLASSES)
+		atomic_fetch_add_explicit(&by_listener[tls_listener][cls], 1, memory_order_relaxed);
+}
+
+void
 metrics_refusal(enum refusal r)
 {
 	if ((unsigned)r < REFUSAL_COUNT)
@@ -106,6 +114,14 @@ metrics_render(unsigned conns_open, size_t *lenp)
 	for (int i = HS_FAIL_NONE + 1; i < HS_FAIL_COUNT; i++)
 		fprintf(f, "funneld_handshake_failures_total{reason=\"%s\"} %llu\n", hs_failure_name((enum hs_failure)i),
 		    (unsigned long long)atomic_load(&hs_failures[i]));
+	fprintf(f, "# HELP funneld_listener_connections_total Connections ended, by the kind of listener that "
+	    "served them and whether the client is a tailnet address.\n"
+	    "# TYPE funneld_listener_connections_total counter\n");
+	for (int l = 0; l < 2; l++)
+		for (int k = 0; k < CLIENT_CLASSES; k++)
+			fprintf(f, "funneld_listener_connections_total{listener=\"%s\",client=\"%s\"} %llu\n",
+			    l ? "tls" : "ingress", k == CLIENT_CLASS_TAILNET ? "tailnet" : k == CLIENT_CLASS_INTERNET ?
+			    "internet" : "unknown", (unsigned long long)atomic_load(&by_listener[l][k]));
 	fprintf(f, "# HELP funneld_refusals_total Connections refused by a limit, by which one.\n"
 	    "# TYPE funneld_refusals_total counter\n");
 	for (int i = 0; i < REFUSAL_COUNT; i++)

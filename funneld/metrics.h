@@ -23,6 +23,10 @@ struct backend_stats *metrics_backend(const char *name);        /* find or creat
 void metrics_conn_end(enum conn_result r, enum hs_failure hs, struct backend_stats *b,
     uint64_t bytes_in, uint64_t bytes_out);
 
+/* Which listener served a connection, and what its client is. */
+enum client_class { CLIENT_CLASS_INTERNET, CLIENT_CLASS_TAILNET, CLIENT_CLASS_UNKNOWN, CLIENT_CLASSES };
+void metrics_listener_conn(bool tls_listener, enum client_class cls);
+
 /* A connection refused by a limit (DESIGN §9, max_pending). */
 void metrics_refusal(enum refusal r);
 

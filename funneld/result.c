@@ -18,6 +18,9 @@ static const char *const result_names[RESULT_COUNT] = {
 	[RESULT_RELAY_ERROR] = "relay_error",
 	[RESULT_BACKEND_ERROR] = "backend_error",
 	[RESULT_SHUTDOWN] = "shutdown",
+	[RESULT_UNTRUSTED] = "untrusted_peer",
+	[RESULT_BAD_PROXY] = "bad_proxy_header",
+	[RESULT_PROXY_LOCAL] = "proxy_local",
 };
 
 static const char *const hs_failure_names[HS_FAIL_COUNT] = {
@@ -43,6 +46,7 @@ static const char *const refusal_names[REFUSAL_COUNT] = {
 	[REFUSAL_CLIENT_CONNECTIONS] = "too_many_connections",
 	[REFUSAL_CLIENT_RATE] = "rate_limited",
 	[REFUSAL_CLIENT_TABLE_FULL] = "table_full",
+	[REFUSAL_UNTRUSTED] = "trusted",
 };
 
 const char *

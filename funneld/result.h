@@ -19,6 +19,9 @@ enum conn_result {
 	RESULT_RELAY_ERROR,
 	RESULT_BACKEND_ERROR,
 	RESULT_SHUTDOWN,
+	RESULT_UNTRUSTED,               /* [listener]: the peer is not in trusted */
+	RESULT_BAD_PROXY,               /* [listener]: the PROXY header is missing, bad or late */
+	RESULT_PROXY_LOCAL,             /* [listener]: PROXY LOCAL, a health check */
 	RESULT_COUNT
 };
 
@@ -47,6 +50,7 @@ enum refusal {
 	REFUSAL_CLIENT_CONNECTIONS,     /* [clients] max_connections */
 	REFUSAL_CLIENT_RATE,            /* [clients] rate */
 	REFUSAL_CLIENT_TABLE_FULL,      /* the client table has no room (capacity too small) */
+	REFUSAL_UNTRUSTED,              /* [listener] trusted */
 	REFUSAL_COUNT
 };
 
