@@ -86,6 +86,13 @@ test_defaults(void **state)
 	assert_string_equal(cfg->path, "t.conf");
 	assert_int_equal(cfg->nlistens, 0);
 	assert_int_equal(cfg->max_connections, 10000);
+	assert_int_equal(cfg->max_pending, 1000);
+	assert_int_equal(cfg->max_pending_per_peer, 64);
+	assert_int_equal(cfg->max_buffer_memory, 256 << 20);
+	assert_int_equal(cfg->ndeny, 0);
+	assert_int_equal(cfg->client_limits.max_conns, 0);
+	assert_int_equal(cfg->client_limits.rate.count, 0);
+	assert_int_equal(cfg->ntls_listeners, 0);
 	assert_int_equal(cfg->header_timeout, 10);
 	assert_int_equal(cfg->handshake_timeout, 10);
 	assert_int_equal(cfg->idle_timeout, 600);
@@ -943,6 +950,106 @@ test_example_file(void **state)
 }
 
 static void
+test_limit_keys(void **state)
+{
+	struct config *cfg = parse_ok("[funneld]\nmax_pending = 5\nmax_pending_per_peer = 2\n"
+	    "max_buffer_memory = 64M\n" TAIL);
+
+	assert_int_equal(cfg->max_pending, 5);
+	assert_int_equal(cfg->max_pending_per_peer, 2);
+	assert_int_equal(cfg->max_buffer_memory, 64 << 20);
+	config_free(cfg);
+	cfg = parse_ok("[funneld]\nmax_buffer_memory = 1048576\n" TAIL);
+	assert_int_equal(cfg->max_buffer_memory, 1 << 20);
+	config_free(cfg);
+	cfg = parse_ok("[funneld]\nmax_buffer_memory = 2g\n" TAIL);
+	assert_int_equal(cfg->max_buffer_memory, (size_t)2 << 30);
+	config_free(cfg);
+	expect_error("[funneld]\nmax_buffer_memory = 512K\n",
+	    "t.conf:2: bad size \"512K\" for max_buffer_memory (bytes, or with K, M or G; at least 1M)");
+	expect_error("[funneld]\nmax_buffer_memory = 1T\n",
+	    "t.conf:2: bad size \"1T\" for max_buffer_memory (bytes, or with K, M or G; at least 1M)");
+	expect_error("[funneld]\nmax_pending = 0\n",
+	    "t.conf:2: bad number \"0\" for max_pending: must be between 1 and 1000000");
+}
+
+static void
+test_clients_section(void **state)
+{
+	struct config *cfg = parse_ok("[clients]\ndeny = 198.51.100.0/24, 2001:db8::/32\n"
+	    "max_connections = 32\nrate = 20/s\n" TAIL);
+
+	assert_int_equal(cfg->ndeny, 2);
+	assert_int_equal(cfg->deny[0].prefix, 24);
+	assert_int_equal(cfg->deny[1].family, AF_INET6);
+	assert_int_equal(cfg->client_limits.max_conns, 32);
+	assert_int_equal(cfg->client_limits.rate.count, 20);
+	assert_int_equal(cfg->client_limits.rate.per_ms, 1000);
+	config_free(cfg);
+	cfg = parse_ok("[clients]\nrate = 100/m\n" TAIL);
+	assert_int_equal(cfg->client_limits.rate.per_ms, 60000);
+	config_free(cfg);
+	expect_error("[clients]\nrate = 20\n", "t.conf:2: bad rate \"20\" (N/s, N/m or N/h, N from 1 to 1000000)");
+	expect_error("[clients]\nrate = 0/s\n", "t.conf:2: bad rate \"0/s\" (N/s, N/m or N/h, N from 1 to 1000000)");
+	expect_error("[clients]\ndeny = 10.0.0.1/8\n", "t.conf:2: bad CIDR \"10.0.0.1/8\" in deny: host bits set");
+	expect_error("[clients]\nmax_connections = 0\n",
+	    "t.conf:2: bad number \"0\" for max_connections: must be between 1 and 1000000");
+	expect_error("[clients]\nsocket = /x\n", "t.conf:2: unknown key \"socket\" in [clients]");
+}
+
+static void
+test_listener_sections(void **state)
+{
+	struct config *cfg = parse_ok("[funneld]\nlisten = 127.0.0.1:4443\n"
+	    "[listener 127.0.0.1:8443]\npublic_port = 8443\nproxy_protocol = v2\n"
+	    "[listener unix:/run/f/tls.sock]\n"
+	    "[listener [::1]:9443]\ntrusted = ::1, 10.0.0.0/8\n" TAIL);
+	const struct listener_conf *l;
+
+	assert_int_equal(cfg->ntls_listeners, 3);
+	l = &cfg->tls_listeners[0];
+	assert_string_equal(l->addr.text, "127.0.0.1:8443");
+	assert_int_equal(l->public_port, 8443);
+	assert_int_equal(l->proxy, PROXY_V2);
+	assert_int_equal(l->ntrusted, 2);       /* the default: loopback */
+	assert_int_equal(l->line, 3);
+	l = &cfg->tls_listeners[1];
+	assert_int_equal(l->addr.kind, LISTEN_UNIX);
+	assert_int_equal(l->public_port, 443);
+	assert_int_equal(l->proxy, PROXY_OFF);
+	assert_int_equal(l->ntrusted, 0);       /* a unix: listener has none */
+	l = &cfg->tls_listeners[2];
+	assert_int_equal(l->ntrusted, 2);
+	assert_int_equal(l->trusted[1].family, AF_INET);
+	assert_ptr_equal(config_tls_listener(cfg, "[::1]:9443"), l);
+	assert_null(config_tls_listener(cfg, "127.0.0.1:4443"));
+	config_free(cfg);
+
+	/* trusted = nothing: nobody. */
+	cfg = parse_ok("[listener 127.0.0.1:8443]\ntrusted =\n" TAIL);
+	assert_int_equal(cfg->tls_listeners[0].ntrusted, 0);
+	config_free(cfg);
+
+	expect_error("[listener]\n", "t.conf:1: missing address in [listener] (want [listener HOST:PORT])");
+	expect_error("[listener example.com:1]\n",
+	    "t.conf:1: bad listener address \"example.com:1\" (want [listener HOST:PORT] or [listener unix:/path])");
+	expect_error("[listener 127.0.0.1:1]\n[listener 127.0.0.1:1]\n",
+	    "t.conf:2: listener 127.0.0.1:1 defined twice (first at line 1)");
+	expect_error("[listener 127.0.0.1:1]\npublic_port = 0\n", "t.conf:2: bad public_port \"0\" (1 to 65535)");
+	expect_error("[listener 127.0.0.1:1]\nproxy_protocol = v3\n", "t.conf:2: bad proxy_protocol \"v3\" (off, v1 or v2)");
+	expect_error("[listener unix:/x]\ntrusted = ::1\n",
+	    "t.conf:2: trusted does not apply to a unix: listener (its file's permissions do)");
+	expect_error("[listener 127.0.0.1:1]\npublic_port = 1\npublic_port = 2\n",
+	    "t.conf:3: public_port given twice (first at line 2)");
+	expect_error("[funneld]\nlisten = 127.0.0.1:1\n[listener 127.0.0.1:1]\n" TAIL,
+	    "t.conf:3: listener 127.0.0.1:1 is also a listen address (line 2)");
+	/* Keys are counted per section. */
+	cfg = parse_ok("[listener 127.0.0.1:1]\npublic_port = 1\n[listener 127.0.0.1:2]\npublic_port = 2\n" TAIL);
+	assert_int_equal(cfg->tls_listeners[1].public_port, 2);
+	config_free(cfg);
+}
+
+static void
 test_err_buffer(void **state)
 {
 	struct config *cfg = NULL;
@@ -987,6 +1094,9 @@ main(void)
 		cmocka_unit_test(test_curves),
 		cmocka_unit_test(test_load_file),
 		cmocka_unit_test(test_example_file),
+		cmocka_unit_test(test_limit_keys),
+		cmocka_unit_test(test_clients_section),
+		cmocka_unit_test(test_listener_sections),
 		cmocka_unit_test(test_err_buffer),
 	};
 
