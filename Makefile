@@ -43,7 +43,7 @@ FUZZ_SRCS   := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_REPLAY := $(FUZZ_SRCS:%.c=$(BUILD)/%-replay)
 FUZZ_BINS   := $(FUZZ_SRCS:tests/fuzz/%.c=build-fuzz/%)
 
-.PHONY: all deps check unit integration fuzz fuzz-replay demo demo-keep bench install clean lint soak valgrind
+.PHONY: all deps check unit integration fuzz fuzz-replay demo demo-keep bench install clean lint soak valgrind deb check-systemd
 
 all: $(BUILD)/funneld $(TOOL_BINS)
 
@@ -189,3 +189,25 @@ install: $(BUILD)/funneld
 
 clean:
 	rm -rf build build-* bench/results/*.tmp
+
+# `make deb`: the Debian package for the release this machine runs, from
+# debian/ (dpkg-buildpackage, debhelper), then lintian (errors fail).  It
+# builds in a copy of the tracked and untracked-but-not-ignored files
+# ($(DEB_DIR)/funneld-$(VERSION)), so the tree is not touched, and leaves
+# $(DEB_DIR)/funneld_$(VERSION)_amd64.deb (and its -dbgsym, .buildinfo and
+# .changes).  debian/changelog's version must be $(VERSION).
+DEB_DIR  ?= build-deb
+DEB_PKGS := debhelper dpkg-dev lintian $(if $(shell apt-cache show --no-all-versions systemd-dev 2>/dev/null),systemd-dev)
+deb: SHELL := /bin/bash
+deb:
+	@EXTRA_PKGS="$(DEB_PKGS)" scripts/deps
+	@v=$$(dpkg-parsechangelog -S Version) && [ "$$v" = "$(VERSION)" ] || \
+	  { echo "deb: debian/changelog is at $$v, the Makefile at $(VERSION): add a changelog entry (dch -v $(VERSION))"; exit 1; }
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/funneld-$(VERSION)
+	set -o pipefail; if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+	  git ls-files -z --cached --others --exclude-standard | \
+	    tar --null -T - --ignore-failed-read -cf - | tar -xf - -C $(DEB_DIR)/funneld-$(VERSION); \
+	else tar --exclude='./build' --exclude='./build-*' -cf - . | tar -xf - -C $(DEB_DIR)/funneld-$(VERSION); fi
+	cd $(DEB_DIR)/funneld-$(VERSION) && dpkg-buildpackage -b -us -uc
+	lintian --fail-on error --display-info $(DEB_DIR)/funneld_$(VERSION)_*.changes
+	@ls -l $(DEB_DIR)/*.deb
