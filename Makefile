@@ -211,3 +211,13 @@ deb:
 	cd $(DEB_DIR)/funneld-$(VERSION) && dpkg-buildpackage -b -us -uc
 	lintian --fail-on error --display-info $(DEB_DIR)/funneld_$(VERSION)_*.changes
 	@ls -l $(DEB_DIR)/*.deb
+
+# `make check-systemd`: for each of RELEASES, the .deb built in a root of that
+# release and installed with apt in a booted systemd-nspawn container (private
+# network), then funneld checked through systemctl and journalctl: one line
+# per check, "N passed, N failed" last.  See tests/systemd/run.  Roots are
+# cached in /var/cache/funneld-roots; logs and .debs in build-systemd/RELEASE/.
+RELEASES ?= bookworm trixie
+check-systemd:
+	@EXTRA_PKGS="mmdebstrap systemd-container" scripts/deps
+	RELEASES="$(RELEASES)" tests/systemd/run
