@@ -197,10 +197,11 @@ clean:
 # $(DEB_DIR)/funneld_$(VERSION)_amd64.deb (and its -dbgsym, .buildinfo and
 # .changes).  debian/changelog's version must be $(VERSION).
 DEB_DIR  ?= build-deb
-DEB_PKGS := debhelper dpkg-dev lintian $(if $(shell apt-cache show --no-all-versions systemd-dev 2>/dev/null),systemd-dev)
+DEB_PKGS := debhelper dpkg-dev lintian libcmocka-dev python3 \
+            $(if $(shell apt-cache show --no-all-versions systemd-dev 2>/dev/null),systemd-dev,systemd)
 deb: SHELL := /bin/bash
 deb:
-	@EXTRA_PKGS="$(DEB_PKGS)" scripts/deps
+	@EXTRA_PKGS="$(DEB_PKGS)" scripts/deps build
 	@v=$$(dpkg-parsechangelog -S Version) && [ "$$v" = "$(VERSION)" ] || \
 	  { echo "deb: debian/changelog is at $$v, the Makefile at $(VERSION): add a changelog entry (dch -v $(VERSION))"; exit 1; }
 	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/funneld-$(VERSION)
@@ -219,5 +220,5 @@ deb:
 # cached in /var/cache/funneld-roots; logs and .debs in build-systemd/RELEASE/.
 RELEASES ?= bookworm trixie
 check-systemd:
-	@EXTRA_PKGS="mmdebstrap systemd-container" scripts/deps
+	@EXTRA_PKGS="mmdebstrap systemd-container" scripts/deps build
 	RELEASES="$(RELEASES)" tests/systemd/run
