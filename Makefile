@@ -43,7 +43,7 @@ FUZZ_SRCS   := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_REPLAY := $(FUZZ_SRCS:%.c=$(BUILD)/%-replay)
 FUZZ_BINS   := $(FUZZ_SRCS:tests/fuzz/%.c=build-fuzz/%)
 
-.PHONY: all deps check unit integration fuzz fuzz-replay demo demo-keep bench install clean lint soak valgrind deb check-systemd
+.PHONY: all deps check unit integration fuzz fuzz-replay demo demo-keep bench install clean lint soak valgrind
 
 all: $(BUILD)/funneld $(TOOL_BINS)
 
@@ -196,6 +196,7 @@ clean:
 # ($(DEB_DIR)/funneld-$(VERSION)), so the tree is not touched, and leaves
 # $(DEB_DIR)/funneld_$(VERSION)_amd64.deb (and its -dbgsym, .buildinfo and
 # .changes).  debian/changelog's version must be $(VERSION).
+.PHONY: deb check-systemd
 DEB_DIR  ?= build-deb
 DEB_PKGS := debhelper dpkg-dev lintian libcmocka-dev python3 \
             $(if $(shell apt-cache show --no-all-versions systemd-dev 2>/dev/null),systemd-dev,systemd)
