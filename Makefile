@@ -218,7 +218,8 @@ deb:
 # release and installed with apt in a booted systemd-nspawn container (private
 # network), then funneld checked through systemctl and journalctl: one line
 # per check, "N passed, N failed" last.  See tests/systemd/run.  Roots are
-# cached in /var/cache/funneld-roots; logs and .debs in build-systemd/RELEASE/.
+# cached in /var/cache/funneld-roots/check-systemd; logs and .debs in
+# build-systemd/RELEASE/.
 RELEASES ?= bookworm trixie
 check-systemd:
 	@EXTRA_PKGS="mmdebstrap systemd-container" scripts/deps build
