@@ -199,3 +199,38 @@ install: $(BUILD)/funneld
 
 clean:
 	rm -rf build build-* bench/results/*.tmp
+
+# `make deb`: the Debian package for the release this machine runs, from
+# debian/ (dpkg-buildpackage, debhelper), then lintian (errors fail).  It
+# builds in a copy of the tracked and untracked-but-not-ignored files
+# ($(DEB_DIR)/funneld-$(VERSION)), so the tree is not touched, and leaves
+# $(DEB_DIR)/funneld_$(VERSION)_amd64.deb (and its -dbgsym, .buildinfo and
+# .changes).  debian/changelog's version must be $(VERSION).
+.PHONY: deb check-systemd
+DEB_DIR  ?= build-deb
+DEB_PKGS := debhelper dpkg-dev lintian libcmocka-dev python3 \
+            $(if $(shell apt-cache show --no-all-versions systemd-dev 2>/dev/null),systemd-dev,systemd)
+deb: SHELL := /bin/bash
+deb:
+	@EXTRA_PKGS="$(DEB_PKGS)" scripts/deps build
+	@v=$$(dpkg-parsechangelog -S Version) && [ "$$v" = "$(VERSION)" ] || \
+	  { echo "deb: debian/changelog is at $$v, the Makefile at $(VERSION): add a changelog entry (dch -v $(VERSION))"; exit 1; }
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/funneld-$(VERSION)
+	set -o pipefail; if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+	  git ls-files -z --cached --others --exclude-standard | \
+	    tar --null -T - --ignore-failed-read -cf - | tar -xf - -C $(DEB_DIR)/funneld-$(VERSION); \
+	else tar --exclude='./build' --exclude='./build-*' -cf - . | tar -xf - -C $(DEB_DIR)/funneld-$(VERSION); fi
+	cd $(DEB_DIR)/funneld-$(VERSION) && dpkg-buildpackage -b -us -uc
+	lintian --fail-on error --display-info $(DEB_DIR)/funneld_$(VERSION)_*.changes
+	@ls -l $(DEB_DIR)/*.deb
+
+# `make check-systemd`: for each of RELEASES, the .deb built in a root of that
+# release and installed with apt in a booted systemd-nspawn container (private
+# network), then funneld checked through systemctl and journalctl: one line
+# per check, "N passed, N failed" last.  See tests/systemd/run.  Roots are
+# cached in /var/cache/funneld-roots/check-systemd; logs and .debs in
+# build-systemd/RELEASE/.
+RELEASES ?= bookworm trixie
+check-systemd:
+	@EXTRA_PKGS="mmdebstrap systemd-container" scripts/deps build
+	RELEASES="$(RELEASES)" tests/systemd/run
