@@ -426,7 +426,8 @@ read_head(struct conn *c)
 	ssize_t n;
 
 	if (!c->io.readable) {
-		conn_set_interest(c, WANT_RELAY_READ);
+		if (conn_wait_pending(c))
+			conn_set_interest(c, WANT_RELAY_READ);
 		return;
 	}
 	if (have == 0) {
@@ -450,7 +451,8 @@ read_head(struct conn *c)
 			buf_release(&c->owner->pool, rx);
 		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
 			c->io.readable = false;
-			conn_set_interest(c, WANT_RELAY_READ);
+			if (conn_wait_pending(c))
+				conn_set_interest(c, WANT_RELAY_READ);
 			return;
 		}
 		conn_close(c, RESULT_RELAY_ERROR, "relay error before the head ended");
@@ -471,7 +473,8 @@ read_head(struct conn *c)
 			conn_close(c, RESULT_RELAY_ERROR, "out of memory");
 			return;
 		}
-		conn_set_interest(c, WANT_RELAY_READ);
+		if (conn_wait_pending(c))
+			conn_set_interest(c, WANT_RELAY_READ);
 		return;
 	}
 	conn_pending_done(c);
@@ -756,9 +759,14 @@ refuse_at_once(struct conn *c, int status, const char *reason, enum refusal r, b
 	conn_close(c, conn_result_for_status(status), reason);
 }
 
-/* max_pending, max_pending_per_peer: false when refused. */
-static bool
-pending_admitted(struct conn *c, const struct listener *l)
+/*
+ * A connection must wait for more of its head (or PROXY header): only now
+ * does it count as pending, against max_pending and max_pending_per_peer,
+ * so that a peer whose heads arrive whole (the relay) is never held to
+ * them.  False when refused (c is closed).
+ */
+bool
+conn_wait_pending(struct conn *c)
 {
 	const struct config *cfg = c->snap->cfg;
 	const struct sockaddr *peer = (const struct sockaddr *)&c->peer_addr;
@@ -766,6 +774,8 @@ pending_admitted(struct conn *c, const struct listener *l)
 	struct client_admission adm;
 	uint32_t suppressed = 0;
 
+	if (c->pending)
+		return true;
 	c->pending = true;
 	if (atomic_fetch_add(&server.conns_pending, 1) >= cfg->max_pending) {
 		bool log = server.peers == NULL || peer->sa_family == AF_UNSPEC ||
@@ -773,8 +783,8 @@ pending_admitted(struct conn *c, const struct listener *l)
 		refuse_at_once(c, 503, "too many pending connections", REFUSAL_PENDING, log, suppressed);
 		return false;
 	}
-	/* A unix: listener has one peer, whose socket permissions decide. */
-	if (l->kind == LISTEN_UNIX || peer->sa_family == AF_UNSPEC || server.peers == NULL)
+	/* A unix: listener's peer (no address) is one, whose socket permissions decide. */
+	if (peer->sa_family == AF_UNSPEC || server.peers == NULL)
 		return true;
 	if (clients_admit(server.peers, &per_peer, peer, conn_now_ms(), &adm) != CLIENT_ADMIT) {
 		refuse_at_once(c, 429, "too many pending connections from this peer", REFUSAL_PENDING_PEER, adm.log,
@@ -833,11 +843,9 @@ conn_start(struct conn *c, const struct listener *l)
 		return;
 	}
 	arm_timer(c, c->snap->cfg->header_timeout);
-	if (l->role == ROLE_TLS && !forwarded_check_peer(c, l))
+	if (l->role == ROLE_TLS && (!forwarded_check_peer(c, l) || !forwarded_start(c)))
 		return;
-	if (!pending_admitted(c, l))
-		return;
-	if (l->role == ROLE_TLS && !forwarded_start(c))
-		return;
-	conn_set_interest(c, WANT_RELAY_READ);
+	/* The head (or PROXY header) is usually in already: read it now. */
+	c->io.readable = true;
+	conn_pump(c);
 }

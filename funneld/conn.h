@@ -131,6 +131,7 @@ bool forwarded_check_peer(struct conn *c, const struct listener *l);     /* trus
 bool forwarded_start(struct conn *c);
 void forwarded_step(struct conn *c);
 void forwarded_timeout(struct conn *c);
+bool conn_wait_pending(struct conn *c);         /* it waits for more of them: max_pending */
 void conn_pending_done(struct conn *c);         /* its head or PROXY header is in */
 
 /* Between conn.c and forwarded.c: [clients] for c->req.src (0: admitted), a

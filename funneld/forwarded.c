@@ -57,7 +57,8 @@ read_more(struct conn *c)
 	ssize_t n;
 
 	if (!c->io.readable) {
-		conn_set_interest(c, WANT_RELAY_READ);
+		if (c->state != CONN_READ_PROXY || conn_wait_pending(c))
+			conn_set_interest(c, WANT_RELAY_READ);
 		return 0;
 	}
 	if (buf_take(&c->owner->pool, rx) != 0) {
@@ -78,7 +79,8 @@ read_more(struct conn *c)
 	}
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
 		c->io.readable = false;
-		conn_set_interest(c, WANT_RELAY_READ);
+		if (c->state != CONN_READ_PROXY || conn_wait_pending(c))
+			conn_set_interest(c, WANT_RELAY_READ);
 		return 0;
 	}
 	if (c->state == CONN_READ_HELLO) {
@@ -254,11 +256,10 @@ bool
 forwarded_start(struct conn *c)
 {
 	if (c->forward->proxy != PROXY_OFF) {
-		c->state = CONN_READ_PROXY;     /* pending until the header is in */
+		c->state = CONN_READ_PROXY;     /* pending while it waits for the header */
 		return true;
 	}
 	/* No PROXY header: the TCP peer is the client (a unix: peer has no address). */
-	conn_pending_done(c);
 	memcpy(&c->req.src, &c->peer_addr, sizeof(c->req.src));
 	if (c->peer_addr.ss_family != AF_UNSPEC)
 		addr_format((const struct sockaddr *)&c->peer_addr, c->req.src_text, sizeof(c->req.src_text));

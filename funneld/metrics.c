@@ -16,6 +16,7 @@
 #include <event2/listener.h>
 
 #include "buf.h"
+#include "clients.h"
 #include "log.h"
 #include "metrics.h"
 #include "server.h"
@@ -127,6 +128,17 @@ metrics_render(unsigned conns_open, size_t *lenp)
 	for (int i = 0; i < REFUSAL_COUNT; i++)
 		fprintf(f, "funneld_refusals_total{limit=\"%s\"} %llu\n", refusal_name((enum refusal)i),
 		    (unsigned long long)atomic_load(&refusals[i]));
+	if (server.clients != NULL) {
+		struct clients_stats st;
+		clients_stats(server.clients, &st);
+		fprintf(f, "# HELP funneld_client_table_entries Public clients the [clients] table tracks (of its capacity).\n"
+		    "# TYPE funneld_client_table_entries gauge\nfunneld_client_table_entries %zu\n"
+		    "# HELP funneld_client_table_capacity Entries the [clients] table has.\n"
+		    "# TYPE funneld_client_table_capacity gauge\nfunneld_client_table_capacity %zu\n"
+		    "# HELP funneld_client_table_evictions_total Idle clients replaced by new ones.\n"
+		    "# TYPE funneld_client_table_evictions_total counter\nfunneld_client_table_evictions_total %llu\n",
+		    st.entries, st.capacity, (unsigned long long)st.evictions);
+	}
 	fprintf(f, "# HELP funneld_bytes_in_total Decrypted bytes from clients to backends.\n"
 	    "# TYPE funneld_bytes_in_total counter\nfunneld_bytes_in_total %llu\n",
 	    (unsigned long long)atomic_load(&total_bytes_in));

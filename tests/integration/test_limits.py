@@ -131,6 +131,34 @@ class PendingBounds(h.ClassDaemonCase):
         self.assertEqual(self.be.accepted, 1)
 
 
+    def test_complete_heads_never_count_as_pending(self):
+        """A peer whose heads arrive whole (as the relay's do) is never held
+        to max_pending_per_peer, however many it has in flight: funneld is
+        stopped while eight relay connections queue their heads, then let go."""
+        import signal
+        m0 = metrics(self.msock)
+        self.funneld.signal(signal.SIGSTOP)
+        relays = []
+        try:
+            for _ in range(8):
+                s = h.connect(self.addr)
+                tls = h.TLSStream(s, h.client_context(), TARGET)
+                s.sendall(h.ingress_head() + tls.client_hello())
+                relays.append((s, tls))
+        finally:
+            self.funneld.signal(signal.SIGCONT)
+        for s, tls in relays:
+            self.assertEqual(h.recv_exact(s, len(h.RESPONSE_101), 10), h.RESPONSE_101)
+            tls.handshake()
+            tls.close_notify()
+            h.tls_transfer(tls, until_close=True, timeout=10)
+            tls.close()
+        self.ledger.add(len(relays))
+        m1 = metrics(self.msock)
+        self.assertEqual(m1['funneld_refusals_total{limit="max_pending_per_peer"}'],
+                         m0['funneld_refusals_total{limit="max_pending_per_peer"}'])
+
+
 class AcceptBound(h.ClassDaemonCase):
     """max_connections = 1, max_pending = 1: two connections in all.  A third
     waits in the backlog, unanswered, and is taken once one of the two ends."""
