@@ -86,7 +86,7 @@ NOTARGET = "nobody.flood.invalid:443"
 FLOOD_SRC = "203.0.113.66:40000"                # the one public client of the handshake flood
 LEGIT_SRC = "198.51.100.{}:{}"                  # legitimate public clients
 RESET_SRC = "192.0.2.1:1"                       # 250 sources from here
-DISTINCT_SRC = ("10.0.0.1:1", "[2001:db8::1]:1")
+DISTINCT_SRC = ("10.{}.0.1:1", "[2001:db8:{:x}::1]:1")   # per round: new sources every round
 RELAY = "127.0.0.1"                             # the relay: every connection with a head
 IDLE_PEER_BASE = 16                             # idle attackers: 127.0.0.16, .17, ...
 
@@ -255,6 +255,14 @@ def proc_rss_kib(pid):
     except FileNotFoundError:
         pass
     return None
+
+
+def machine_cpu():
+    """(busy, total) jiffies of the whole machine (/proc/stat)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return sum(v[:8]) - idle, sum(v[:8])
 
 
 def raise_nofile():
@@ -547,7 +555,7 @@ class Flood:
         if not state["done"]:
             self.fail(f"the legitimate clients' process ended without finishing (exit {p.returncode})")
 
-    def attackers(self, seconds):
+    def attackers(self, seconds, rnd):
         a = self.a
         tgt = f"{h.TARGET}:443"
         common = ["-a", f"{RELAY}:{self.port}", "-s", h.TARGET, "-d", str(seconds), "-T", "15"]
@@ -563,9 +571,9 @@ class Flood:
             out.append(Attacker("resets", ["-m", "rst", "-f", tgt, "-c", "8", "-n", str(a.resets),
                                            "-i", RESET_SRC, "-D", "250"] + common, self.wd.path))
         if a.distinct > 0:
-            out.append(Attacker("distinct", ["-m", "flood", "-N", "-f", NOTARGET, "-c", "32",
-                                             "-n", str(a.distinct), "-i", DISTINCT_SRC[0],
-                                             "-i", DISTINCT_SRC[1], "-D", str((a.distinct + 1) // 2)]
+            out.append(Attacker("distinct", ["-m", "flood", "-N", "-f", NOTARGET, "-c", "64",
+                                             "-n", str(a.distinct), "-i", DISTINCT_SRC[0].format(16 * rnd),
+                                             "-i", DISTINCT_SRC[1].format(rnd), "-D", str((a.distinct + 1) // 2)]
                                 + common, self.wd.path))
         return out
 
@@ -612,8 +620,9 @@ class Flood:
                        lead + 30, what="the legitimate clients' first streams")
         except AssertionError as e:
             self.fail(str(e))
-        att = self.attackers(a.flood_seconds)
+        att = self.attackers(a.flood_seconds, rnd)
         be0 = proc_cpu(self.backend.pid)
+        mc0 = machine_cpu()
         tf0 = time.monotonic()
         for x in att:
             x.start()
@@ -623,6 +632,10 @@ class Flood:
                 self.fail(f"{x.name}: loadgen gave no result (exit {x.proc.returncode}): {x.stderr()}")
         tf1 = time.monotonic()
         be1 = proc_cpu(self.backend.pid)
+        mc1 = machine_cpu()
+        R["machine_busy"] = (mc1[0] - mc0[0]) / max(1, mc1[1] - mc0[1])
+        with open("/proc/loadavg") as f:
+            R["loadavg"] = f.read().split()[0]
         self.wait_legit(p, t, st, legit_seconds)
         tl1 = time.monotonic()
         # What the other processes on these CPUs used (cores).
@@ -751,7 +764,9 @@ class Flood:
                          + (f" (first connect error {f['first_connect_err']})"
                             if f.get("first_connect_err", "-") != "-" else ""))
             if R.get("others_cpu"):
-                L.append("    CPU of the other processes (cores): "
+                L.append(f"    CPU during the attack: the machine {R['machine_busy'] * 100:.0f}% busy "
+                         f"(load average {R['loadavg']}); funneld {R['during']['cpu'] or 0:.2f} cores; "
+                         "the other processes of this run: "
                          + ", ".join(f"{k} {v:.2f}" for k, v in R["others_cpu"].items()))
             m = R.get("metrics", {})
             refusals = {k: int(v) for k, v in m.items() if "refusal" in k}
@@ -767,7 +782,8 @@ class Flood:
                      not k.startswith(("funneld_connections_total{", "funneld_handshake_failures_total{"))}
             if other:
                 L.append("    other counters: " + ", ".join(f"{k}={v}" for k, v in sorted(other.items())))
-            gauges = {k: v for k, v in R.get("gauges", {}).items() if "client" in k}
+            gauges = {k: v for k, v in R.get("gauges", {}).items()
+                      if any(w in k for w in ("client", "evict", "table", "pending"))}
             if gauges:
                 L.append("    client table: " + ", ".join(f"{k}={v:g}" for k, v in sorted(gauges.items())))
 
