@@ -207,7 +207,7 @@ clean:
 # clients' success rate and p99 connect time and funneld's CPU and RSS during and after;
 # fails if a legitimate stream fails or differs, funneld dies, or its memory does not
 # come back.  FLOOD_ARGS changes it, e.g. FLOOD_ARGS="--rounds 1 --flood-seconds 20";
-# --no-limits leaves max_pending and [clients] out (the figures without them).
+# --limits off: no max_pending, no [clients] (the figures without them; see --help).
 .PHONY: flood
 flood: all
 	@EXTRA_PKGS=libssl-dev scripts/deps

@@ -2,15 +2,15 @@
 """make flood: one funneld (workers = 2) under attack from public clients,
 while legitimate clients keep streaming through it.
 
-    python3 tests/flood.py [--flood-seconds S] [--rounds N] [--no-limits] [--keep] ...
+    python3 tests/flood.py [--flood-seconds S] [--rounds N] [--limits on|off|omit] [--keep] ...
 
 Everything runs on this machine: relay-side connections to 127.0.0.1, idle
 attackers from other loopback addresses, the backend on a Unix socket.
 
 Set-up: funneld (BUILD=... picks the build) with workers = 2, metrics on a
 Unix socket, max_pending / max_pending_per_peer and a [clients] section
-(--no-limits leaves those keys out: a funneld that predates them, or the
-"before" figures); the hashing backend of tests/soak.py (--serve-backend) in
+(--limits off: no bounds, the "before" figures; --limits omit: none of those
+keys, for a funneld that predates them); the hashing backend of tests/soak.py (--serve-backend) in
 its own process; build/bench/loadgen (bench/loadgen.c, built here if it is
 missing or older than its source) for the attack traffic; the legitimate
 clients in a process of their own (this file with --legit), so that their
@@ -90,8 +90,9 @@ DISTINCT_SRC = ("10.{}.0.1:1", "[2001:db8:{:x}::1]:1")   # per round: new source
 RELAY = "127.0.0.1"                             # the relay: every connection with a head
 IDLE_PEER_BASE = 16                             # idle attackers: 127.0.0.16, .17, ...
 
-# The keys funneld learns in issue 13; --no-limits leaves them out.
+# The keys funneld learns in issue 13; --limits omit leaves them out.
 NEW_MAIN_KEYS = ("max_pending", "max_pending_per_peer")
+OFF_PENDING = 20000             # --limits off: as many as funneld has descriptors for
 
 
 def log(msg):
@@ -366,7 +367,11 @@ class Flood:
             "metrics": "unix:" + self.metrics_path,
         }
         clients = {"max_connections": a.client_max_connections, "rate": a.client_rate}
-        if a.no_limits:
+        if a.limits == "off":
+            # Above what the descriptor limit lets funneld hold: no bound.
+            main.update(max_pending=OFF_PENDING, max_pending_per_peer=OFF_PENDING)
+            clients = None
+        elif a.limits == "omit":
             for k in NEW_MAIN_KEYS:
                 main.pop(k)
             clients = None
@@ -399,8 +404,8 @@ class Flood:
         check = subprocess.run([self.funneld.binary, "-t", "-c", self.funneld.config_path],
                                capture_output=True, text=True, timeout=30)
         if check.returncode != 0:
-            hint = ("" if self.a.no_limits else
-                    "\n(a funneld without max_pending / [clients]? --no-limits leaves them out)")
+            hint = ("" if self.a.limits == "omit" else
+                    "\n(a funneld without max_pending / [clients]? --limits omit leaves them out)")
             raise SystemExit(f"flood: funneld -t refused the configuration:\n{check.stderr.strip()}{hint}")
         self.funneld.start()
         self.pid = self.funneld.proc.pid
@@ -582,7 +587,7 @@ class Flood:
         t_run = time.monotonic()
         self.fds_start = len(os.listdir(f"/proc/{self.pid}/fd"))
         log(f"flood: funneld pid {self.pid}, port {self.port}, workers 2, "
-            f"limits {'off (--no-limits)' if a.no_limits else 'on'}; RLIMIT_NOFILE {self.nofile}")
+            f"limits {a.limits}; RLIMIT_NOFILE {self.nofile}")
 
         # Baseline: the legitimate clients alone (also the warm-up).
         log(f"flood: baseline, legitimate clients alone for {a.baseline_seconds}s")
@@ -742,11 +747,13 @@ class Flood:
         L = []
         L.append("")
         L.append(f"flood: {a.rounds} round(s) of {a.flood_seconds}s in {getattr(self, 'duration', 0):.0f}s; "
-                 f"funneld workers 2, limits {'OFF' if a.no_limits else 'on'}"
-                 + ("" if a.no_limits else
-                    f" (max_connections {a.max_connections}, max_pending {a.max_pending}, "
-                    f"max_pending_per_peer {a.max_pending_per_peer}; [clients] max_connections "
-                    f"{a.client_max_connections}, rate {a.client_rate})")
+                 f"funneld workers 2, max_connections {a.max_connections}, "
+                 + {"on": f"limits on (max_pending {a.max_pending}, max_pending_per_peer "
+                          f"{a.max_pending_per_peer}; [clients] max_connections {a.client_max_connections}, "
+                          f"rate {a.client_rate})",
+                    "off": f"limits OFF (max_pending and max_pending_per_peer {OFF_PENDING}, no [clients])",
+                    "omit": "limits OMITTED from the config (none before issue 13; else funneld's defaults)",
+                    }[a.limits]
                  + f"; {os.cpu_count()} CPUs shared by funneld, the clients and the backend")
         L.append(f"  legitimate: {a.legit_clients} clients x {a.legit_rate}/s, requests up to "
                  f"{a.legit_max_up} B, responses up to {a.legit_max_down} B, SHA-256 checked at both ends")
@@ -763,6 +770,9 @@ class Flood:
                          + ", ".join(f"{k}={f[k]}" for k in keys)
                          + (f" (first connect error {f['first_connect_err']})"
                             if f.get("first_connect_err", "-") != "-" else ""))
+            d = R.get("during") or {}
+            L.append(f"    funneld's descriptors: {d.get('fds_peak')} at the peak of the attack, "
+                     f"{(R.get('after') or {}).get('fds')} once quiet, {self.fds_start} before")
             if R.get("others_cpu"):
                 L.append(f"    CPU during the attack: the machine {R['machine_busy'] * 100:.0f}% busy "
                          f"(load average {R['loadavg']}); funneld {R['during']['cpu'] or 0:.2f} cores; "
@@ -849,8 +859,10 @@ def main():
     ap.add_argument("--idle-peers", type=int, default=8, help="loopback addresses they come from")
     ap.add_argument("--resets", type=int, default=4000, help="resets after the ClientHello, at most")
     ap.add_argument("--distinct", type=int, default=100000, help="connections from distinct sources")
-    ap.add_argument("--no-limits", action="store_true",
-                    help="leave max_pending, max_pending_per_peer and [clients] out of the config")
+    ap.add_argument("--limits", choices=("on", "off", "omit"), default="on",
+                    help="on: max_pending, max_pending_per_peer and [clients] as set below (default); "
+                    f"off: max_pending(_per_peer) {OFF_PENDING} and no [clients]; omit: none of those "
+                    "keys (a funneld that predates them, or its defaults)")
     ap.add_argument("--max-connections", type=int, default=4096)
     ap.add_argument("--max-pending", type=int, default=6144)
     ap.add_argument("--max-pending-per-peer", type=int, default=512)
