@@ -41,6 +41,7 @@
  *   -T S    give up on a connection (timeout) after S seconds (flood, rst; default 10)
  *   -N      flood: head only, no ClientHello (a 101 is counted, then closed)
  *   -R MS   idle: reopen delay (default 1000)
+ *   -r N    flood, rst: start at most N connections per second (paced evenly)
  *
  * With -f TARGET the client speaks to funneld as the Funnel relay does: the
  * "POST /v0/ingress" head and the ClientHello leave in ONE write, and the
@@ -111,6 +112,7 @@ static int nbind;
 static double conn_timeout = 10;
 static int no_hello;
 static double reopen_ms = 1000;
+static double max_rate;                 /* -r: new connections per second at most (0: no limit) */
 
 static SSL_CTX *ctx;
 static SSL_SESSION *saved;
@@ -1124,7 +1126,8 @@ storm_main(void)
 			}
 		} else {
 			long before = outcomes[O_CONNECT_ERR];
-			while (inflight < conc && (count <= 0 || started < count)) {
+			while (inflight < conc && (count <= 0 || started < count) &&
+			    (max_rate <= 0 || started < (long)((t - t_start) * max_rate) + 1)) {
 				storm_conn_new();
 				if (outcomes[O_CONNECT_ERR] != before)
 					break;          /* no spinning on a refused connect: next turn */
@@ -1169,7 +1172,7 @@ usage(void)
 	fprintf(stderr, "usage: loadgen -m hs|resume|req|up|down|lat|hold (-a HOST:PORT | -U PATH)\n"
 	    "  [-f TARGET] [-s SNI] [-c CONC] [-d SECONDS] [-w SECONDS] [-n COUNT] [-P PID,...] [-S CPU] [-o FILE]\n"
 	    "       loadgen -m flood|rst|idle -a HOST:PORT [-f TARGET] [-c CONC] [-n COUNT] [-d SECONDS]\n"
-	    "  [-i SRC [-i SRC]] [-D N] [-B ADDR,...] [-T SECONDS] [-N] [-R MS]\n");
+	    "  [-i SRC [-i SRC]] [-D N] [-B ADDR,...] [-T SECONDS] [-N] [-R MS] [-r PER_SECOND]\n");
 	exit(2);
 }
 
@@ -1179,7 +1182,7 @@ main(int argc, char **argv)
 	int opt, nsrc_given = 0;
 	struct epoll_event evs[512];
 
-	while ((opt = getopt(argc, argv, "m:a:U:f:s:c:d:w:n:P:S:o:i:D:B:T:NR:")) != -1) {
+	while ((opt = getopt(argc, argv, "m:a:U:f:s:c:d:w:n:P:S:o:i:D:B:T:NR:r:")) != -1) {
 		switch (opt) {
 		case 'm':
 			if (!strcmp(optarg, "hs")) mode = M_HS;
@@ -1231,6 +1234,7 @@ main(int argc, char **argv)
 		case 'T': conn_timeout = atof(optarg); break;
 		case 'N': no_hello = 1; break;
 		case 'R': reopen_ms = atof(optarg); break;
+		case 'r': max_rate = atof(optarg); break;
 		default: usage();
 		}
 	}

@@ -36,7 +36,7 @@ In each round, for --flood-seconds, all at once:
             reopened a second later;
   resets    loadgen -m rst: head + ClientHello, then SO_LINGER {1,0} close
             (half at once, half once the 101 arrived), from 250 public
-            sources, at most --resets of them;
+            sources, --resets of them paced over the attack;
   distinct  loadgen -m flood -N: --distinct connections from as many
             distinct public sources (IPv4 10.x and IPv6 /64s), each a head
             for a target no backend serves (404, a cheap refusal that still
@@ -346,6 +346,9 @@ class Flood:
         self.samples_lock = threading.Lock()
         self.stop_mon = threading.Event()
         self.check_rss, self.no_rss_why = soak.rss_meaningful()
+        self.pre = {}
+        self.base_window = {}
+        self.fds_start = None
 
     def fail(self, msg):
         if len(self.failures) < 200:
@@ -573,7 +576,9 @@ class Flood:
             out.append(Attacker("idle", ["-m", "idle", "-n", str(a.idle), "-c", "256", "-B", idle_peers,
                                          "-R", "1000"] + common, self.wd.path))
         if a.resets > 0:
+            # Paced over the attack (each costs funneld a handshake's first flight).
             out.append(Attacker("resets", ["-m", "rst", "-f", tgt, "-c", "8", "-n", str(a.resets),
+                                           "-r", f"{a.resets / (0.9 * seconds):.1f}",
                                            "-i", RESET_SRC, "-D", "250"] + common, self.wd.path))
         if a.distinct > 0:
             out.append(Attacker("distinct", ["-m", "flood", "-N", "-f", NOTARGET, "-c", "64",
@@ -797,6 +802,10 @@ class Flood:
             if gauges:
                 L.append("    client table: " + ", ".join(f"{k}={v:g}" for k, v in sorted(gauges.items())))
 
+        if not self.phases:
+            L.append("flood: FAIL (no phase ran)" if self.failures else "flood: nothing ran")
+            L += ["  " + f for f in self.failures[:60]]
+            return "\n".join(L)
         # The table.
         L.append("")
         L.append("| phase | legit ok / streams | connect p50 / p99 / max (ms) | funneld CPU (cores) | funneld RSS (MiB) |")
@@ -808,7 +817,7 @@ class Flood:
         lr = self.legit_row(self.legit_in(b0, b1))
         bw = self.base_window
         L.append(f"| baseline (legit only) | {lr['ok']} / {lr['n']} | {ms(lr['p50'])} / {ms(lr['p99'])} / "
-                 f"{ms(lr['max'])} | {bw['cpu'] or 0:.2f} | {mib(bw['rss_mean'])} mean, "
+                 f"{ms(lr['max'])} | {bw.get('cpu') or 0:.2f} | {mib(bw.get('rss_mean'))} mean, "
                  f"{mib(self.pre.get('rss'))} quiet after |")
         for R in self.rounds:
             rnd = R["round"]
