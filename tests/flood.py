@@ -133,7 +133,10 @@ def legit_stream(addr, ctx, pool, src, ident, up, down, timeout):
                 except soak.ClientError:
                     pass
             res["status"] = soak.status_of(got + rest)
-            res["error"] = f"no 101: {(got + rest)[:120]!r}"
+            ans = got + rest
+            body = ans.partition(b"\r\n\r\n")[2]
+            status_line = ans.split(b"\r\n", 1)[0][:60]
+            res["error"] = f"no 101: {status_line!r}, body {body[:100]!r}"
             return res
         res["status"] = 101
         res["t101"] = time.monotonic() - t0
