@@ -19,6 +19,30 @@
  *           print "HELD n" (with partial=1 when the server would not take all
  *           of them), keep them until stdin closes
  *
+ * Storm modes (tests/flood.py; -a and -f required): -c connections in flight,
+ * at most -n of them in all (0: no limit), for at most -d seconds (or until
+ * SIGTERM/SIGINT), each ended connection replaced at once.  Every connection's
+ * outcome is counted (the status of a refusal, hs_ok, reset, eof, timeout,
+ * ...), a "progress ..." line goes to stdout every second and one final
+ * "mode=... key=value ..." line at the end.  Errors are counted, never fatal.
+ *   flood   head + ClientHello in one write, 101, full handshake, close
+ *   rst     head + ClientHello, then SO_LINGER {1,0} close (a reset): every
+ *           other connection as soon as its bytes are sent, the others once
+ *           the 101 arrived (the server's first flight then meets the reset)
+ *   idle    hold -n connections open (-c connecting at a time) that send
+ *           nothing (even ones) or a head cut short (odd ones); one the
+ *           server closes is counted and opened again -R ms later
+ * Their options:
+ *   -i SRC  Tailscale-Ingress-Src (ip:port or [v6]:port; default 203.0.113.7:51234);
+ *           given twice, connections alternate between the two
+ *   -D N    N distinct sources: connection k uses the base -i plus (k/bases mod N),
+ *           added to the IPv4 address, or to the /64 prefix of an IPv6 one
+ *   -B A,B  bind each connection to these local IPv4 addresses in turn
+ *   -T S    give up on a connection (timeout) after S seconds (flood, rst; default 10)
+ *   -N      flood: head only, no ClientHello (a 101 is counted, then closed)
+ *   -R MS   idle: reopen delay (default 1000)
+ *   -r N    flood, rst: start at most N connections per second (paced evenly)
+ *
  * With -f TARGET the client speaks to funneld as the Funnel relay does: the
  * "POST /v0/ingress" head and the ClientHello leave in ONE write, and the
  * "HTTP/1.1 101 Switching Protocols\r\n\r\n" answer is stripped before TLS.
@@ -42,6 +66,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -59,7 +84,8 @@
 #define REC 16384
 #define MIB (1024.0 * 1024.0)
 
-enum mode { M_HS, M_RESUME, M_REQ, M_UP, M_DOWN, M_LAT, M_HOLD };
+enum mode { M_HS, M_RESUME, M_REQ, M_UP, M_DOWN, M_LAT, M_HOLD, M_FLOOD, M_RST, M_IDLE };
+#define STORM(m) ((m) == M_FLOOD || (m) == M_RST || (m) == M_IDLE)
 
 static const char resp101[] = "HTTP/1.1 101 Switching Protocols\r\n\r\n";
 #define RESP101_LEN (sizeof(resp101) - 1)
@@ -76,6 +102,17 @@ static long count = 5000;
 static char *pids;
 static int si_cpu = -1;
 static const char *rtt_file;            /* -o: lat mode writes every round trip (us) here */                 /* -S: CPU whose irq+softirq time is the server's too */
+/* Storm modes (-i, -D, -B, -T, -N, -R). */
+static const char *src_text[2] = { "203.0.113.7:51234", NULL };
+static struct sockaddr_storage src_base[2];
+static int nsrc_base = 1;
+static long distinct;
+static struct in_addr bind_addrs[64];
+static int nbind;
+static double conn_timeout = 10;
+static int no_hello;
+static double reopen_ms = 1000;
+static double max_rate;                 /* -r: new connections per second at most (0: no limit) */
 
 static SSL_CTX *ctx;
 static SSL_SESSION *saved;
@@ -100,6 +137,13 @@ struct conn {
 	int held;
 	double t0;
 	int lat_waiting;
+	/* storm modes */
+	struct conn *prev, *next;       /* the live list (timeouts, the end) */
+	int linked;
+	int variant;                    /* rst: 0 reset after sending, 1 after the 101; idle: 1 partial head */
+	int got101;
+	unsigned char rhead[40];        /* the start of the server's answer */
+	size_t rlen;
 };
 
 /* Results and run state. */
@@ -239,9 +283,19 @@ window_end(double t)
 static void conn_pump(struct conn *c, unsigned events);
 static void conn_new(void);
 
+static struct conn *live;               /* storm modes: every open connection */
+
 static void
 conn_free(struct conn *c)
 {
+	if (c->linked) {
+		if (c->prev)
+			c->prev->next = c->next;
+		else
+			live = c->next;
+		if (c->next)
+			c->next->prev = c->prev;
+	}
 	if (c->fd >= 0)
 		close(c->fd);
 	if (c->ssl) {
@@ -462,6 +516,8 @@ on_handshake(struct conn *c)
 	case M_HOLD:
 		app_write(c, "Ex", 2);
 		return;
+	default:                        /* storm modes: storm_pump ends the connection */
+		return;
 	}
 }
 
@@ -578,8 +634,8 @@ start_tls(struct conn *c)
 	int r = SSL_do_handshake(c->ssl);
 	if (r != -1 || SSL_get_error(c->ssl, r) != SSL_ERROR_WANT_READ)
 		die("ClientHello not produced");
-	if (target)     /* the relay: head and ClientHello in one write */
-		obuf_add(c, preamble, preamble_len);
+	if (target && !STORM(mode))     /* the relay: head and ClientHello in one write */
+		obuf_add(c, preamble, preamble_len);    /* (storm modes put their own head first) */
 	drain_wbio(c);
 }
 
@@ -714,6 +770,395 @@ conn_pump(struct conn *c, unsigned events)
 	}
 }
 
+/* --- storm modes: flood, rst, idle (tests/flood.py) --- */
+
+enum outcome {
+	O_HS_OK,                /* flood: the handshake completed */
+	O_STATUS,               /* a response other than 101 (counted by status) */
+	O_101,                  /* flood -N: the 101 arrived (no TLS offered) */
+	O_RST_SENT,             /* rst: the reset went out */
+	O_HS_FAIL,              /* after the 101, the handshake failed */
+	O_RESET,                /* ECONNRESET / EPIPE from the server's side */
+	O_EOF,                  /* closed without a (whole) status line */
+	O_TIMEOUT,              /* -T passed */
+	O_CONNECT_ERR,          /* socket/bind/connect failed */
+	O_UNFINISHED,           /* still open when the run ended */
+	O_N
+};
+static const char *const outcome_name[O_N] = {
+	"hs_ok", "status", "got101", "rst_sent", "hs_fail", "reset", "eof", "timeout", "connect_err", "unfinished",
+};
+static long outcomes[O_N], statuses[600];
+static long connecting_now, open_now, open_peak;        /* idle */
+static double *reopen_at;                               /* idle: FIFO of reopen times */
+static long reopen_head, reopen_tail, idle_budget;
+static char first_connect_err[64];
+static volatile sig_atomic_t stop_signal;
+
+static void
+on_stop_signal(int sig)
+{
+	(void)sig;
+	stop_signal = 1;
+}
+
+/* "ip:port" / "[v6]:port" -> sockaddr (port ignored).  0 on success. */
+static int
+parse_src(const char *s, struct sockaddr_storage *ss)
+{
+	char host[INET6_ADDRSTRLEN + 2];
+	const char *colon = strrchr(s, ':');
+	size_t n;
+
+	if (colon == NULL || (n = (size_t)(colon - s)) >= sizeof(host))
+		return -1;
+	memcpy(host, s, n);
+	host[n] = 0;
+	memset(ss, 0, sizeof(*ss));
+	if (host[0] == '[' && n > 2 && host[n - 1] == ']') {
+		host[n - 1] = 0;
+		ss->ss_family = AF_INET6;
+		return inet_pton(AF_INET6, host + 1, &((struct sockaddr_in6 *)ss)->sin6_addr) == 1 ? 0 : -1;
+	}
+	ss->ss_family = AF_INET;
+	return inet_pton(AF_INET, host, &((struct sockaddr_in *)ss)->sin_addr) == 1 ? 0 : -1;
+}
+
+/* The Tailscale-Ingress-Src of the k-th connection. */
+static void
+src_for(long k, char *out, size_t outlen)
+{
+	int b = (int)(k % nsrc_base);
+	long i = k / nsrc_base;
+	char a[INET6_ADDRSTRLEN];
+	unsigned port = 1024 + (unsigned)(k % 60000);
+
+	if (distinct <= 0) {
+		snprintf(out, outlen, "%s", src_text[b]);
+		return;
+	}
+	i %= distinct;
+	if (src_base[b].ss_family == AF_INET) {
+		struct in_addr in = ((struct sockaddr_in *)&src_base[b])->sin_addr;
+		in.s_addr = htonl(ntohl(in.s_addr) + (uint32_t)i);
+		inet_ntop(AF_INET, &in, a, sizeof(a));
+		snprintf(out, outlen, "%s:%u", a, port);
+	} else {
+		struct in6_addr in6 = ((struct sockaddr_in6 *)&src_base[b])->sin6_addr;
+		uint64_t hi = 0;
+		for (int j = 0; j < 8; j++)
+			hi = hi << 8 | in6.s6_addr[j];
+		hi += (uint64_t)i;
+		for (int j = 7; j >= 0; j--, hi >>= 8)
+			in6.s6_addr[j] = (unsigned char)hi;
+		in6.s6_addr[15] ^= (unsigned char)(k & 0xff);  /* the host part varies too */
+		inet_ntop(AF_INET6, &in6, a, sizeof(a));
+		snprintf(out, outlen, "[%s]:%u", a, port);
+	}
+}
+
+static void
+storm_end(struct conn *c, enum outcome o, int status)
+{
+	outcomes[o]++;
+	if (o == O_STATUS && status >= 100 && status < 600)
+		statuses[status]++;
+	if (c->connecting)
+		connecting_now--;
+	else if (mode == M_IDLE)
+		open_now--;
+	if (mode == M_IDLE && reopen_at != NULL)
+		reopen_at[reopen_tail++ % (count + 1)] = now() + reopen_ms / 1000.0;
+	if (o == O_RST_SENT) {
+		struct linger lg = { 1, 0 };
+		setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	}
+	conn_free(c);
+}
+
+static void
+storm_conn_new(void)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+	struct epoll_event ev;
+	int one = 1;
+	long k = started;
+
+	if (c == NULL)
+		die("out of memory");
+	inflight++;
+	started++;
+	connecting_now++;
+	c->connecting = 1;
+	c->t0 = now();
+	c->variant = (int)(k & 1);
+	c->linked = 1;
+	c->next = live;
+	if (live)
+		live->prev = c;
+	live = c;
+	c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (c->fd < 0) {
+		snprintf(first_connect_err, sizeof(first_connect_err), "socket:%s", strerror(errno));
+		storm_end(c, O_CONNECT_ERR, 0);
+		return;
+	}
+	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (nbind > 0) {
+		struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr = bind_addrs[k % nbind] };
+		setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+		if (bind(c->fd, (struct sockaddr *)&sin, sizeof(sin)) != 0) {
+			snprintf(first_connect_err, sizeof(first_connect_err), "bind:%s", strerror(errno));
+			storm_end(c, O_CONNECT_ERR, 0);
+			return;
+		}
+	}
+	if (connect(c->fd, (struct sockaddr *)&addr, sizeof(addr)) != 0 && errno != EINPROGRESS) {
+		if (!first_connect_err[0])
+			snprintf(first_connect_err, sizeof(first_connect_err), "connect:%s", strerror(errno));
+		storm_end(c, O_CONNECT_ERR, 0);
+		return;
+	}
+	if (mode != M_IDLE) {
+		char src[INET6_ADDRSTRLEN + 16];
+		char head[sizeof(preamble)];
+		src_for(k, src, sizeof(src));
+		int n = snprintf(head, sizeof(head),
+		    "POST /v0/ingress HTTP/1.1\r\n"
+		    "Host: %s\r\n"
+		    "Tailscale-Ingress-Src: %s\r\n"
+		    "Tailscale-Ingress-Target: %s\r\n"
+		    "\r\n", sni, src, target);
+		obuf_add(c, head, (size_t)n);
+	} else if (c->variant) {
+		static const char part[] = "POST /v0/ingress HTTP/1.1\r\nHost: idle.flood.test\r\n";
+		obuf_add(c, part, sizeof(part) - 1);
+	}
+	ev.events = EPOLLIN | EPOLLOUT | EPOLLET | EPOLLRDHUP;
+	ev.data.ptr = c;
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) != 0)
+		die("epoll_ctl: %s", strerror(errno));
+}
+
+/* The server's answer so far, once it is not (or not yet) a 101: its status, 0 if unknown. */
+static int
+answer_status(const struct conn *c)
+{
+	if (c->rlen < 12 || memcmp(c->rhead, "HTTP/1.", 7) != 0)
+		return 0;
+	int st = 0;
+	for (int i = 9; i < 12; i++) {
+		if (c->rhead[i] < '0' || c->rhead[i] > '9')
+			return 0;
+		st = st * 10 + (c->rhead[i] - '0');
+	}
+	return st;
+}
+
+static void
+storm_pump(struct conn *c, unsigned events)
+{
+	if (c->connecting) {
+		int err = 0;
+		socklen_t len = sizeof(err);
+		if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+			return;
+		getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+		if (err != 0) {
+			if (!first_connect_err[0])
+				snprintf(first_connect_err, sizeof(first_connect_err), "connect:%s", strerror(err));
+			storm_end(c, O_CONNECT_ERR, 0);
+			return;
+		}
+		c->connecting = 0;
+		connecting_now--;
+		if (mode == M_IDLE) {
+			if (++open_now > open_peak)
+				open_peak = open_now;
+		} else if (!no_hello) {
+			start_tls(c);
+		}
+	}
+	if (flush(c) < 0) {
+		storm_end(c, O_RESET, 0);
+		return;
+	}
+	if (mode == M_RST && c->variant == 0 && c->olen == 0 && !c->got101) {
+		storm_end(c, O_RST_SENT, 0);
+		return;
+	}
+	for (;;) {
+		ssize_t n = recv(c->fd, rbuf, RBUF, 0);
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				break;
+			int st = answer_status(c);
+			if (st != 0 && st != 101)
+				storm_end(c, O_STATUS, st);
+			else
+				storm_end(c, c->got101 ? O_HS_FAIL : O_RESET, 0);
+			return;
+		}
+		if (n == 0) {
+			int st = answer_status(c);
+			if (st != 0 && st != 101)
+				storm_end(c, O_STATUS, st);
+			else
+				storm_end(c, c->got101 ? O_HS_FAIL : O_EOF, 0);
+			return;
+		}
+		unsigned char *p = rbuf;
+		size_t len = (size_t)n;
+		if (!c->got101) {
+			size_t k = sizeof(c->rhead) - c->rlen < len ? sizeof(c->rhead) - c->rlen : len;
+			memcpy(c->rhead + c->rlen, p, k);
+			c->rlen += k;
+			int st = answer_status(c);
+			if (st != 0 && st != 101) {
+				storm_end(c, O_STATUS, st);
+				return;
+			}
+			size_t m = c->rlen < RESP101_LEN ? c->rlen : RESP101_LEN;
+			if (memcmp(c->rhead, resp101, m) != 0) {
+				storm_end(c, O_EOF, 0);         /* not HTTP: counted with the cut-short ones */
+				return;
+			}
+			if (c->rlen < RESP101_LEN)
+				continue;
+			/* The 101 is whole: what followed it in this read is TLS. */
+			size_t used = RESP101_LEN - (c->rlen - k);
+			p += used;
+			len -= used;
+			c->got101 = 1;
+			if (mode == M_RST) {
+				storm_end(c, O_RST_SENT, 0);
+				return;
+			}
+			if (mode == M_IDLE || no_hello) {
+				if (mode == M_IDLE)
+					statuses[101]++;
+				storm_end(c, mode == M_IDLE ? O_STATUS : O_101, mode == M_IDLE ? 101 : 0);
+				return;
+			}
+		}
+		if (len > 0 && c->ssl && BIO_write(c->rb, p, (int)len) != (int)len)
+			die("BIO_write");
+	}
+	if (c->got101 && c->ssl) {
+		int r = SSL_do_handshake(c->ssl);
+		if (r == 1) {
+			flush(c);
+			storm_end(c, O_HS_OK, 0);
+			return;
+		}
+		if (SSL_get_error(c->ssl, r) != SSL_ERROR_WANT_READ) {
+			ERR_clear_error();
+			storm_end(c, O_HS_FAIL, 0);
+			return;
+		}
+		if (flush(c) < 0) {
+			storm_end(c, O_RESET, 0);
+			return;
+		}
+	}
+}
+
+static void
+storm_print(const char *what, double t)
+{
+	double el = t - t_start;
+	printf("%s=%s elapsed=%.3f started=%ld rate=%.1f", what, what[0] == 'm' ? (mode == M_FLOOD ? "flood" :
+	    mode == M_RST ? "rst" : "idle") : "1", el, started, el > 0 ? started / el : 0);
+	for (int o = 0; o < O_N; o++)
+		if (o != O_STATUS)
+			printf(" %s=%ld", outcome_name[o], outcomes[o]);
+	for (int st = 100; st < 600; st++)
+		if (statuses[st])
+			printf(" st_%d=%ld", st, statuses[st]);
+	if (mode == M_IDLE)
+		printf(" open=%ld open_peak=%ld connecting=%ld", open_now, open_peak, connecting_now);
+	else
+		printf(" inflight=%ld", inflight);
+	printf(" cli_cpu_s=%.2f first_connect_err=%s\n", self_cpu(), first_connect_err[0] ? first_connect_err : "-");
+	fflush(stdout);
+}
+
+static int
+storm_main(void)
+{
+	struct epoll_event evs[512];
+	struct sigaction sa = { .sa_handler = on_stop_signal };
+	struct rlimit rl;
+	double t_end, next_progress, next_scan;
+
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (mode == M_IDLE) {
+		if (count <= 0)
+			die("idle: -n must be positive");
+		if ((reopen_at = calloc((size_t)count + 1, sizeof(*reopen_at))) == NULL)
+			die("out of memory");
+		idle_budget = count;
+	}
+	t_start = now();
+	t_end = t_start + dur;
+	next_progress = t_start + 1;
+	next_scan = t_start + 0.1;
+	for (;;) {
+		double t = now();
+		if (stop_signal || t >= t_end)
+			break;
+		if (mode != M_IDLE && count > 0 && started >= count && inflight == 0)
+			break;
+		/* Top up. */
+		if (mode == M_IDLE) {
+			while (reopen_head < reopen_tail && reopen_at[reopen_head % (count + 1)] <= t) {
+				reopen_head++;
+				idle_budget++;
+			}
+			while (idle_budget > 0 && connecting_now < conc) {
+				idle_budget--;
+				storm_conn_new();
+			}
+		} else {
+			long before = outcomes[O_CONNECT_ERR];
+			while (inflight < conc && (count <= 0 || started < count) &&
+			    (max_rate <= 0 || started < (long)((t - t_start) * max_rate) + 1)) {
+				storm_conn_new();
+				if (outcomes[O_CONNECT_ERR] != before)
+					break;          /* no spinning on a refused connect: next turn */
+			}
+		}
+		int n = epoll_wait(ep, evs, 512, 20);
+		for (int i = 0; i < n; i++)
+			storm_pump(evs[i].data.ptr, evs[i].events);
+		t = now();
+		if (t >= next_scan && mode != M_IDLE && conn_timeout > 0) {
+			next_scan = t + 0.1;
+			for (struct conn *c = live, *nx; c; c = nx) {
+				nx = c->next;
+				if (t - c->t0 > conn_timeout)
+					storm_end(c, O_TIMEOUT, 0);
+			}
+		}
+		if (t >= next_progress) {
+			next_progress = t + 1;
+			storm_print("progress", t);
+		}
+	}
+	double t = now();
+	while (live) {
+		struct conn *c = live;
+		storm_end(c, O_UNFINISHED, 0);
+	}
+	storm_print("mode", t);
+	return 0;
+}
+
 static int
 cmp_double(const void *a, const void *b)
 {
@@ -725,17 +1170,19 @@ static void
 usage(void)
 {
 	fprintf(stderr, "usage: loadgen -m hs|resume|req|up|down|lat|hold (-a HOST:PORT | -U PATH)\n"
-	    "  [-f TARGET] [-s SNI] [-c CONC] [-d SECONDS] [-w SECONDS] [-n COUNT] [-P PID,...] [-S CPU] [-o FILE]\n");
+	    "  [-f TARGET] [-s SNI] [-c CONC] [-d SECONDS] [-w SECONDS] [-n COUNT] [-P PID,...] [-S CPU] [-o FILE]\n"
+	    "       loadgen -m flood|rst|idle -a HOST:PORT [-f TARGET] [-c CONC] [-n COUNT] [-d SECONDS]\n"
+	    "  [-i SRC [-i SRC]] [-D N] [-B ADDR,...] [-T SECONDS] [-N] [-R MS] [-r PER_SECOND]\n");
 	exit(2);
 }
 
 int
 main(int argc, char **argv)
 {
-	int opt;
+	int opt, nsrc_given = 0;
 	struct epoll_event evs[512];
 
-	while ((opt = getopt(argc, argv, "m:a:U:f:s:c:d:w:n:P:S:o:")) != -1) {
+	while ((opt = getopt(argc, argv, "m:a:U:f:s:c:d:w:n:P:S:o:i:D:B:T:NR:r:")) != -1) {
 		switch (opt) {
 		case 'm':
 			if (!strcmp(optarg, "hs")) mode = M_HS;
@@ -745,6 +1192,9 @@ main(int argc, char **argv)
 			else if (!strcmp(optarg, "down")) mode = M_DOWN;
 			else if (!strcmp(optarg, "lat")) mode = M_LAT;
 			else if (!strcmp(optarg, "hold")) mode = M_HOLD;
+			else if (!strcmp(optarg, "flood")) mode = M_FLOOD;
+			else if (!strcmp(optarg, "rst")) mode = M_RST;
+			else if (!strcmp(optarg, "idle")) mode = M_IDLE;
 			else usage();
 			break;
 		case 'a': {
@@ -768,10 +1218,31 @@ main(int argc, char **argv)
 		case 'P': pids = optarg; break;
 		case 'S': si_cpu = atoi(optarg); break;
 		case 'o': rtt_file = optarg; break;
+		case 'i':
+			if (nsrc_given == 2 || parse_src(optarg, &src_base[nsrc_given]) != 0)
+				usage();
+			src_text[nsrc_given++] = optarg;
+			nsrc_base = nsrc_given;
+			break;
+		case 'D': distinct = atol(optarg); break;
+		case 'B':
+			for (char *save = NULL, *tok = strtok_r(optarg, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+				if (nbind == (int)(sizeof(bind_addrs) / sizeof(bind_addrs[0])) ||
+				    inet_pton(AF_INET, tok, &bind_addrs[nbind++]) != 1)
+					usage();
+			break;
+		case 'T': conn_timeout = atof(optarg); break;
+		case 'N': no_hello = 1; break;
+		case 'R': reopen_ms = atof(optarg); break;
+		case 'r': max_rate = atof(optarg); break;
 		default: usage();
 		}
 	}
 	if ((!addr.sin_family) == (!unix_path) || (unix_path && mode != M_LAT))
+		usage();
+	if (STORM(mode) && (unix_path || (mode != M_IDLE && !target)))
+		usage();
+	if (nsrc_given == 0 && parse_src(src_text[0], &src_base[0]) != 0)
 		usage();
 	signal(SIGPIPE, SIG_IGN);
 	memset(wrec, 'u', sizeof(wrec));
@@ -780,9 +1251,9 @@ main(int argc, char **argv)
 		int n = snprintf(preamble, sizeof(preamble),
 		    "POST /v0/ingress HTTP/1.1\r\n"
 		    "Host: %s\r\n"
-		    "Tailscale-Ingress-Src: 203.0.113.7:51234\r\n"
+		    "Tailscale-Ingress-Src: %s\r\n"
 		    "Tailscale-Ingress-Target: %s\r\n"
-		    "\r\n", sni, target);
+		    "\r\n", sni, src_text[0], target);
 		preamble_len = (size_t)n;
 	}
 	if (!unix_path) {
@@ -801,6 +1272,8 @@ main(int argc, char **argv)
 		die("epoll_create1");
 	if (mode == M_LAT && (rtts = calloc((size_t)count, sizeof(*rtts))) == NULL)
 		die("out of memory");
+	if (STORM(mode))
+		return storm_main();
 
 	t_start = now();
 	int nconn = (mode == M_REQ || mode == M_HS || mode == M_HOLD) ? conc : 1;
@@ -913,6 +1386,8 @@ main(int argc, char **argv)
 	}
 	case M_HOLD:
 		printf("released=%ld dropped=%ld errors=%ld\n", held, dropped, errors);
+		break;
+	default:                /* storm modes returned from storm_main() */
 		break;
 	}
 	return 0;
