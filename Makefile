@@ -87,7 +87,7 @@ $(BUILD)/tests/fuzz/%-replay: tests/fuzz/%.c tests/fuzz/replay_main.c $(LIB)
 # coverage, ASan and UBSan, as an archive (so a target links only what it uses:
 # conn.c needs `server`, which only fuzz_conn defines), then one binary per target.
 FUZZ_CFLAGS   := -std=c11 -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
-                 -fno-sanitize-recover=all $(shell pkg-config --cflags $(PKGS))
+                 -fno-sanitize-recover=all $(PKG_CFLAGS)
 FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=build-fuzz/obj/%.o)
 
 build-fuzz/obj/%.o: %.c $(wildcard funneld/*.h)
