@@ -423,10 +423,11 @@ class SNITest(FunneldCase):
     def test_openssl_s_client_through_relay(self):
         port = start_relay(self, self.wd, self.listen, f"{TARGET}:443")
         rc, out = s_client(port, ["-servername", OTHER, "-verify_return_error", "-verify_hostname", OTHER])
-        self.assertIn("CN = other.example.ts.net", out)
+        # OpenSSL 3.0 (Debian 12) prints "CN = name", 3.5 (Debian 13) "CN=name".
+        self.assertRegex(out, r"CN ?= ?other\.example\.ts\.net")
         self.assertIn("Verify return code: 0 (ok)", out)
         rc, out = s_client(port, ["-noservername", "-verify_return_error"])
-        self.assertRegex(out, r"subject=.*CN = node\.example\.ts\.net")
+        self.assertRegex(out, r"subject=.*CN ?= ?node\.example\.ts\.net")
         self.assertIn("Verify return code: 0 (ok)", out)
         rc, out = s_client(port, ["-servername", "nobody.example.org"])
         self.assertNotEqual(rc, 0, out)
