@@ -1,5 +1,11 @@
 # funneld — see README.md.  `make` builds, `make check` runs every test,
 # `make demo` runs the whole path end to end, `make bench` compares peers.
+#
+# Package flags (pkg-config) are read once, when make reads this file.  The
+# targets that install packages first (demo, check, bench, valgrind, fuzz, ...:
+# scripts/deps) therefore build through a second make, started after the
+# install, which reads them again.  A plain `make` installs nothing: it names
+# the missing packages (scripts/deps --check build) before compiling.
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -21,8 +27,10 @@ PKGS     := libevent libevent_pthreads libsystemd inih
 WARN     := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
 CFLAGS   ?= -O2 -g
 CPPFLAGS += -D_GNU_SOURCE -DFUNNELD_VERSION='"$(VERSION)"' -Ifunneld
-ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) $(shell pkg-config --cflags $(PKGS))
-LDLIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lmbedtls -lmbedx509 -lmbedcrypto -lpthread
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) $(PKG_CFLAGS)
+LDLIBS   := $(PKG_LIBS) -lmbedtls -lmbedx509 -lmbedcrypto -lpthread
 
 ifneq ($(SANITIZE),)
 BUILD := build-$(subst $(comma),-,$(SANITIZE))
@@ -43,11 +51,16 @@ FUZZ_SRCS   := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_REPLAY := $(FUZZ_SRCS:%.c=$(BUILD)/%-replay)
 FUZZ_BINS   := $(FUZZ_SRCS:tests/fuzz/%.c=build-fuzz/%)
 
-.PHONY: all deps check unit integration fuzz fuzz-replay demo demo-keep bench install clean lint soak valgrind
+.PHONY: all deps deps-build deps-demo deps-test build-deps-check check unit integration fuzz fuzz-run \
+	demo demo-keep bench install clean lint soak valgrind valgrind-run
 
 all: $(BUILD)/funneld $(BUILD)/funneld-faults $(TOOL_BINS)
 
-$(BUILD)/obj/%.o: %.c $(wildcard funneld/*.h)
+# Before anything compiles: the build packages are there, or say which are not.
+build-deps-check:
+	@scripts/deps --check build
+
+$(BUILD)/obj/%.o: %.c $(wildcard funneld/*.h) | build-deps-check
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c -o $@ $<
 
@@ -61,13 +74,13 @@ $(BUILD)/funneld: $(BUILD)/obj/funneld/main.o $(LIB)
 # (FUNNELD_FAULT=name,...): only the files that include fault.h differ.
 FAULT_SRCS := $(shell grep -l '"fault.h"' $(DAEMON_SRCS))
 FAULT_OBJS := $(FAULT_SRCS:%.c=$(BUILD)/obj-faults/%.o)
-$(BUILD)/obj-faults/%.o: %.c $(wildcard funneld/*.h)
+$(BUILD)/obj-faults/%.o: %.c $(wildcard funneld/*.h) | build-deps-check
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -DFUNNELD_FAULTS $(ALL_CFLAGS) -c -o $@ $<
 $(BUILD)/funneld-faults: $(BUILD)/obj/funneld/main.o $(FAULT_OBJS) $(filter-out $(FAULT_SRCS:%.c=$(BUILD)/obj/%.o),$(LIB_OBJS))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/unit/%: tests/unit/%.c $(LIB)
+$(BUILD)/tests/unit/%: tests/unit/%.c $(LIB) | build-deps-check
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS) -lcmocka
 
@@ -84,7 +97,7 @@ $(BUILD)/tests/fuzz/%-replay: tests/fuzz/%.c tests/fuzz/replay_main.c $(LIB)
 # coverage, ASan and UBSan, as an archive (a target links only what it uses),
 # then one binary per target.
 FUZZ_CFLAGS   := -std=c11 -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
-                 -fno-sanitize-recover=all $(shell pkg-config --cflags $(PKGS))
+                 -fno-sanitize-recover=all $(PKG_CFLAGS)
 FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=build-fuzz/obj/%.o)
 
 build-fuzz/obj/%.o: %.c $(wildcard funneld/*.h)
@@ -97,17 +110,24 @@ build-fuzz/libfunneld.a: $(FUZZ_LIB_OBJS)
 $(FUZZ_BINS): build-fuzz/%: tests/fuzz/%.c build-fuzz/libfunneld.a $(wildcard funneld/*.h)
 	clang $(CPPFLAGS) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< build-fuzz/libfunneld.a $(LDLIBS)
 
-deps:
-	@scripts/deps
+# scripts/deps SET: build (make), demo (+ nginx, curl, openssl, python3), test (everything).
+deps: deps-test
+deps-build deps-demo deps-test:
+	@scripts/deps $(@:deps-%=%)
 
-check: deps
-	$(MAKE) all $(UNIT_BINS) $(FUZZ_REPLAY)
+check:
+	@scripts/deps test
+	@$(MAKE) --no-print-directory all $(UNIT_BINS) $(FUZZ_REPLAY)
 	BUILD=$(BUILD) python3 tests/run.py
 
-unit: $(UNIT_BINS)
+unit:
+	@scripts/deps test
+	@$(MAKE) --no-print-directory $(UNIT_BINS)
 	BUILD=$(BUILD) python3 tests/run.py --only unit
 
-integration: all
+integration:
+	@scripts/deps test
+	@$(MAKE) --no-print-directory all
 	BUILD=$(BUILD) python3 tests/run.py --only integration
 
 # `make fuzz`: each target FUZZ_SECONDS, corpus in build-fuzz/corpus/NAME (seeded from
@@ -115,8 +135,11 @@ integration: all
 # build-fuzz/artifacts/NAME/.  One summary line per target; fails if any target failed.
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS   ?=
-fuzz: SHELL := /bin/bash
-fuzz: $(FUZZ_BINS)
+fuzz:
+	@scripts/deps test
+	@$(MAKE) --no-print-directory fuzz-run
+fuzz-run: SHELL := /bin/bash
+fuzz-run: $(FUZZ_BINS)
 	@rc=0; summary=(); for f in $(FUZZ_BINS); do n=$${f#build-fuzz/}; \
 	  mkdir -p build-fuzz/corpus/$$n build-fuzz/artifacts/$$n; \
 	  seeds=(); [ -d tests/fuzz/corpus/$$n ] && seeds=(tests/fuzz/corpus/$$n); \
@@ -138,22 +161,32 @@ fuzz: $(FUZZ_BINS)
 	done; echo "== fuzz summary ($(FUZZ_SECONDS)s each)"; printf '%s\n' "$${summary[@]}"; \
 	[ $$rc = 0 ] && echo "fuzz: PASS" || echo "fuzz: FAIL"; exit $$rc
 
-demo: deps all
+demo:
+	@scripts/deps demo
+	@$(MAKE) --no-print-directory all
 	scripts/demo
 
-demo-keep: deps all
+demo-keep:
+	@scripts/deps demo
+	@$(MAKE) --no-print-directory all
 	scripts/demo --keep
 
-bench: deps all
+# bench/run installs the peer terminators it compares against itself.
+bench:
+	@scripts/deps demo
+	@$(MAKE) --no-print-directory all
 	bench/run
 
 lint:
+	@scripts/deps test
 	scripts/lint
 
 # `make soak`: tests/soak.py with its defaults (20,000 connections of every kind,
 # streams up to 64 MiB, a few minutes); SOAK_ARGS changes them, e.g.
 # SOAK_ARGS="--connections 2000 --seconds 60".  `make check` runs a short one.
-soak: all
+soak:
+	@scripts/deps test
+	@$(MAKE) --no-print-directory all
 	BUILD=$(BUILD) python3 tests/soak.py $(SOAK_ARGS)
 
 # `make valgrind`: integration tests with every funneld they start under memcheck
@@ -164,8 +197,11 @@ VALGRIND_TESTS ?= test_*.py
 VALGRIND_DIR   := $(abspath $(BUILD))/valgrind
 VALGRIND       ?= valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99 \
                   --track-origins=yes --num-callers=30 --log-file=$(VALGRIND_DIR)/vg.%p.log
-valgrind: SHELL := /bin/bash
-valgrind: deps all
+valgrind:
+	@scripts/deps test
+	@$(MAKE) --no-print-directory valgrind-run
+valgrind-run: SHELL := /bin/bash
+valgrind-run: all
 	@test -z "$(SANITIZE)" || { echo "valgrind: use a build without SANITIZE"; exit 2; }
 	@rm -rf $(VALGRIND_DIR) && mkdir -p $(VALGRIND_DIR)
 	@rc=0; for t in $(VALGRIND_TESTS); do echo "== valgrind: $$t"; \
@@ -244,6 +280,7 @@ check-systemd:
 # come back.  FLOOD_ARGS changes it, e.g. FLOOD_ARGS="--rounds 1 --flood-seconds 20";
 # --limits off: no max_pending, no [clients] (the figures without them; see --help).
 .PHONY: flood
-flood: all
-	@EXTRA_PKGS=libssl-dev scripts/deps
+flood:
+	@EXTRA_PKGS=libssl-dev scripts/deps test
+	@$(MAKE) --no-print-directory all
 	BUILD=$(BUILD) python3 tests/flood.py $(FLOOD_ARGS)

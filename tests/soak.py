@@ -370,7 +370,11 @@ def transfer(tls, chunks, policy, reset_at=None, deadline=None):
                 closed = f"tls_error:{e.reason}"
                 break
             if not got:
-                closed = "close_notify"
+                # b"" is a close_notify, except on Pythons whose SSLObject.read()
+                # also returns b"" for a transport EOF without one (Debian 12's
+                # 3.11.2; later ones raise SSLEOFError): then the EOF is already
+                # in the incoming BIO, where a close_notify comes before it.
+                closed = "eof" if tls.inc.eof else "close_notify"
                 break
             hs_recv.update(got)
             recvd += len(got)

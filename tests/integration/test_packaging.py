@@ -123,7 +123,9 @@ def parse_tmpfiles(path):
 
 def render_man(page):
     """The page as plain text, from man-db, without overstriking."""
-    env = dict(os.environ, MANWIDTH="200", LC_ALL="C.UTF-8", MAN_KEEP_FORMATTING="")
+    # No justification or hyphenation: groff 1.23 (Debian 13) pads justified lines
+    # with extra spaces, and either would split the phrases looked for.
+    env = dict(os.environ, MANWIDTH="200", LC_ALL="C.UTF-8", MAN_KEEP_FORMATTING="", MANOPT="--nj --nh")
     p = run([need("man"), "-l", page], env=env)
     if p.returncode != 0:
         raise AssertionError(f"man -l {page} failed ({p.returncode}): {p.stderr}")

@@ -423,10 +423,11 @@ class SNITest(FunneldCase):
     def test_openssl_s_client_through_relay(self):
         port = start_relay(self, self.wd, self.listen, f"{TARGET}:443")
         rc, out = s_client(port, ["-servername", OTHER, "-verify_return_error", "-verify_hostname", OTHER])
-        self.assertIn("CN = other.example.ts.net", out)
+        # OpenSSL 3.0 (Debian 12) prints "CN = name", 3.5 (Debian 13) "CN=name".
+        self.assertRegex(out, r"CN ?= ?other\.example\.ts\.net")
         self.assertIn("Verify return code: 0 (ok)", out)
         rc, out = s_client(port, ["-noservername", "-verify_return_error"])
-        self.assertRegex(out, r"subject=.*CN = node\.example\.ts\.net")
+        self.assertRegex(out, r"subject=.*CN ?= ?node\.example\.ts\.net")
         self.assertIn("Verify return code: 0 (ok)", out)
         rc, out = s_client(port, ["-servername", "nobody.example.org"])
         self.assertNotEqual(rc, 0, out)
@@ -675,7 +676,16 @@ def tls12_context(ciphers=None, curve=None):
     if ciphers:
         ctx.set_ciphers(ciphers)
     if curve:
-        ctx.set_ecdh_curve(curve)
+        try:
+            ctx.set_ecdh_curve(curve)
+        except ssl.SSLError as e:
+            if curve != "X25519":
+                raise
+            # Debian 12's python3.11 (3.11.2) makes an EC_KEY of the curve name,
+            # and X25519 is no EC_KEY curve; later Pythons (3.11.7, Debian 13's
+            # 3.13) set it as the group.  No other way to offer X25519 alone here.
+            raise unittest.SkipTest(f"this Python ({sys.version.split()[0]}) cannot offer X25519 "
+                                    f"alone: set_ecdh_curve says {e}")
     return ctx
 
 
