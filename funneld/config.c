@@ -65,6 +65,7 @@ static int k_alpn(struct parser *, const struct keydef *, const char *);
 static int k_session_tickets(struct parser *, const struct keydef *, const char *);
 static int k_cipher(struct parser *, const struct keydef *, const char *);
 static int k_curve(struct parser *, const struct keydef *, const char *);
+static int k_version(struct parser *, const struct keydef *, const char *);
 static int k_socket(struct parser *, const struct keydef *, const char *);
 static int k_proxy(struct parser *, const struct keydef *, const char *);
 
@@ -90,6 +91,7 @@ static const struct keydef keys[] = {
 	{ "ticket_rotation", SEC_TLS, false, false, k_duration, OFF(ticket_rotation), 1, DURATION_MAX },
 	{ "ciphers", SEC_TLS, true, false, k_cipher, 0, 0, 0 },
 	{ "curves", SEC_TLS, true, false, k_curve, 0, 0, 0 },
+	{ "versions", SEC_TLS, true, false, k_version, 0, 0, 0 },
 
 	{ "socket", SEC_BACKEND, false, false, k_socket, 0, 0, 0 },
 	{ "proxy_protocol", SEC_BACKEND, false, false, k_proxy, 0, 0, 0 },
@@ -448,6 +450,22 @@ k_curve(struct parser *p, const struct keydef *k, const char *v)
 }
 
 static int
+k_version(struct parser *p, const struct keydef *k, const char *v)
+{
+	const char *why;
+	int bit = tls_version_lookup(v, &why);
+
+	if (bit == 0)
+		return fail(p, p->rd.line, "unknown TLS version \"%s\" (1.2 or 1.3)", Q(v));
+	if (bit < 0)
+		return fail(p, p->rd.line, "TLS version \"%s\" not available: %s", Q(v), why);
+	if (p->cfg->tls_versions & (unsigned)bit)
+		return fail(p, p->rd.line, "TLS version \"%s\" listed twice", Q(v));
+	p->cfg->tls_versions |= (unsigned)bit;
+	return 0;
+}
+
+static int
 k_socket(struct parser *p, const struct keydef *k, const char *v)
 {
 	struct backend_conf *b = &p->cfg->backends[p->be];
@@ -667,6 +685,8 @@ apply_defaults(struct parser *p)
 		cfg->session_tickets = defaults.session_tickets;
 	if (!key_given(p, "ticket_rotation", SEC_TLS))
 		cfg->ticket_rotation = defaults.ticket_rotation;
+	if (!key_given(p, "versions", SEC_TLS))
+		cfg->tls_versions = tls_versions_available();
 	if (!key_given(p, "allow", SEC_FUNNELD))
 		for (size_t i = 0; i < nitems(defaults.allow); i++)
 			if (addr_parse_cidr(defaults.allow[i], &c, NULL) == -1 || add_cidr(cfg, &c) == -1)
@@ -690,6 +710,27 @@ apply_defaults(struct parser *p)
 			if (add_id(p, &cfg->curves, &cfg->ncurves, TLS_CURVES_MAX, ids[i], "curve", "") != 0)
 				return -1;
 	}
+	return 0;
+}
+
+/* Each version offered needs a suite of its own in `ciphers` (a 1.3 client
+ * is refused, not moved to 1.2, when the server has no 1.3 suite). */
+static int
+check_versions(struct parser *p)
+{
+	const struct config *cfg = p->cfg;
+	unsigned covered = 0;
+	size_t idx;
+	int line = find_key(SEC_TLS, "ciphers", &idx) != NULL ? p->seen[idx] : 0;
+
+	for (size_t i = 0; i < cfg->nciphers; i++)
+		covered |= tls_suite_version(cfg->ciphers[i]);
+	if ((cfg->tls_versions & TLS_V13) != 0 && (covered & TLS_V13) == 0)
+		return fail(p, line, "ciphers: no TLS 1.3 suite, but TLS 1.3 is offered "
+		    "(add one, e.g. TLS_AES_128_GCM_SHA256, or set versions = 1.2)");
+	if ((cfg->tls_versions & TLS_V12) != 0 && (covered & TLS_V12) == 0)
+		return fail(p, line, "ciphers: no TLS 1.2 suite, but TLS 1.2 is offered "
+		    "(add one, e.g. ECDHE-ECDSA-AES128-GCM-SHA256, or set versions = 1.3)");
 	return 0;
 }
 
@@ -726,7 +767,7 @@ finalize(struct parser *p)
 	struct config *cfg = p->cfg;
 	char where[ADDR_HOST_MAX + 32];
 
-	if (apply_defaults(p) != 0 || check_pair(p, &cfg->tls, "[tls]: ") == -1)
+	if (apply_defaults(p) != 0 || check_versions(p) != 0 || check_pair(p, &cfg->tls, "[tls]: ") == -1)
 		return -1;
 	if (cfg->nbackends == 0)
 		return fail(p, 0, "no [backend HOST:PORT] section");
