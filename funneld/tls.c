@@ -239,6 +239,7 @@ bio_recv(void *arg, unsigned char *buf, size_t len)
 		buf_release(io->pool, rx);
 	if (tc->first_byte < 0 && take > 0)
 		tc->first_byte = buf[0];
+	tc->taken += take;
 	return (int)take;
 }
 
@@ -761,6 +762,7 @@ tls_conn_setup(const struct tls_ctx *ctx, size_t backend, const char *target_hos
 	tc->sni[0] = '\0';
 	tc->sni_rejected = false;
 	tc->first_byte = -1;
+	tc->taken = 0;
 	tc->alert_sent = 0;
 	tc->hello_sent = false;
 	tc->resumed[0] = '\0';

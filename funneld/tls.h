@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <mbedtls/net_sockets.h>
 #include <mbedtls/ssl.h>
@@ -30,6 +31,7 @@ struct tls_conn {
 	char sni[TLS_NAME_MAX];                  /* the client's server name, a valid host name in lower case, "" if none */
 	bool sni_rejected;
 	int first_byte;                 /* of the client's TLS stream, -1 before any */
+	uint64_t taken;                 /* bytes of that stream mbedTLS has taken from io->rx */
 	unsigned char alert_sent;       /* fatal alert we sent during the handshake, 0 if none */
 	bool hello_sent;                /* our first handshake message went out */
 	char resumed[TLS_NAME_MAX];              /* server name of the session resumed, "" if none */

@@ -1,4 +1,8 @@
 /* mbedTLS internals, fenced; see tls_internals.h. */
+
+/* 3.x hides private fields behind MBEDTLS_PRIVATE(): this file alone may see them. */
+#define MBEDTLS_ALLOW_PRIVATE_ACCESS
+
 #include <stdio.h>
 
 #include <mbedtls/version.h>
@@ -6,6 +10,12 @@
 #include "tls_internals.h"
 
 #if MBEDTLS_VERSION_NUMBER >= 0x021C0000 && MBEDTLS_VERSION_NUMBER < 0x021D0000
+#define INTERNALS_2_28 1
+#elif MBEDTLS_VERSION_NUMBER >= 0x03060000 && MBEDTLS_VERSION_NUMBER < 0x03070000
+#define INTERNALS_3_6 1
+#endif
+
+#if defined(INTERNALS_2_28) || defined(INTERNALS_3_6)
 
 #include <malloc.h>
 #include <stdatomic.h>
@@ -16,14 +26,20 @@
 
 #include <mbedtls/ecp.h>
 #include <mbedtls/platform.h>
-#include <mbedtls/ssl_internal.h>       /* ssl->handshake, ssl->state, in_buf, in_left, out_buf, out_left */
+#ifdef INTERNALS_2_28
+#include <mbedtls/ssl_internal.h>       /* ssl->handshake and ssl->state */
+#endif
 
-/* The record buffers come from calloc: malloc_usable_size() and madvise() below rely on it. */
+/*
+ * The record buffers come from calloc, once, at mbedtls_ssl_setup(), in
+ * both lines: malloc_usable_size() and madvise() below rely on it.
+ */
 #if defined(MBEDTLS_PLATFORM_MEMORY) || defined(MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH)
 #error "tls_internals.c assumes mbedtls_calloc is calloc and fixed-size record buffers"
 #endif
 
-#if defined(MBEDTLS_ECDH_LEGACY_CONTEXT) && MBEDTLS_ECP_FIXED_POINT_OPTIM == 1
+/* 3.x loads ROM tables for its curves itself, and makes 1.3 keys in PSA. */
+#if defined(INTERNALS_2_28) && defined(MBEDTLS_ECDH_LEGACY_CONTEXT) && MBEDTLS_ECP_FIXED_POINT_OPTIM == 1
 #define BASE_TABLES 1
 #endif
 
@@ -150,8 +166,9 @@ static void base_tables_free(void) {}
 
 /*
  * Between records a record buffer holds only its 8-byte sequence number and
- * the record header, at its start; the rest is scratch for the next record.
- * The whole pages past that are dropped (they read back as zeros).
+ * the record header, at its start; the rest is scratch for the next record
+ * (2.28 and 3.6 alike: ssl_msg.c's in/out pointers).  The whole pages past
+ * that are dropped (they read back as zeros).
  */
 #define TRIM_KEEP 64
 
@@ -187,7 +204,7 @@ tls_internals_done(void)
 	base_tables_free();
 }
 
-#else   /* not mbedTLS 2.28: the public API only */
+#else   /* neither 2.28.x nor 3.6.x: the public API only */
 
 bool
 tls_internals_init(char *what, size_t len)
