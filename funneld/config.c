@@ -664,6 +664,7 @@ apply_defaults(struct parser *p)
 {
 	struct config *cfg = p->cfg;
 	int ids[TLS_SUITES_MAX];
+	unsigned named = 0;
 	size_t n;
 	struct cidr c;
 
@@ -695,14 +696,20 @@ apply_defaults(struct parser *p)
 		for (size_t i = 0; i < nitems(defaults.alpn); i++)
 			if (strlist_add(&cfg->tls.alpn, defaults.alpn[i]) == -1)
 				return oom(p);
-	/* A default suite or curve missing from this mbedTLS is left out. */
-	if (cfg->nciphers == 0) {
-		if ((n = tls_suites_default(ids, nitems(ids))) == 0)
-			return fail(p, 0, "none of the default cipher suites is in this mbedTLS");
-		for (size_t i = 0; i < n; i++)
-			if (add_id(p, &cfg->ciphers, &cfg->nciphers, TLS_SUITES_MAX, ids[i], "cipher suite", "") != 0)
-				return -1;
-	}
+	/*
+	 * A default suite or curve missing from this mbedTLS is left out.  A
+	 * TLS version the ciphers list names no suite of keeps its default
+	 * suites (OpenSSL keeps 1.3's apart the same way): a list written for
+	 * 1.2 alone does not turn 1.3 clients away.
+	 */
+	for (size_t i = 0; i < cfg->nciphers; i++)
+		named |= tls_suite_version(cfg->ciphers[i]);
+	if ((n = tls_suites_default(ids, nitems(ids))) == 0)
+		return fail(p, 0, "none of the default cipher suites is in this mbedTLS");
+	for (size_t i = 0; i < n; i++)
+		if ((tls_suite_version(ids[i]) & named) == 0 &&
+		    add_id(p, &cfg->ciphers, &cfg->nciphers, TLS_SUITES_MAX, ids[i], "cipher suite", "") != 0)
+			return -1;
 	if (cfg->ncurves == 0) {
 		if ((n = tls_curves_default(ids, nitems(ids))) == 0)
 			return fail(p, 0, "none of the default curves is in this mbedTLS");
@@ -710,27 +717,6 @@ apply_defaults(struct parser *p)
 			if (add_id(p, &cfg->curves, &cfg->ncurves, TLS_CURVES_MAX, ids[i], "curve", "") != 0)
 				return -1;
 	}
-	return 0;
-}
-
-/* Each version offered needs a suite of its own in `ciphers` (a 1.3 client
- * is refused, not moved to 1.2, when the server has no 1.3 suite). */
-static int
-check_versions(struct parser *p)
-{
-	const struct config *cfg = p->cfg;
-	unsigned covered = 0;
-	size_t idx;
-	int line = find_key(SEC_TLS, "ciphers", &idx) != NULL ? p->seen[idx] : 0;
-
-	for (size_t i = 0; i < cfg->nciphers; i++)
-		covered |= tls_suite_version(cfg->ciphers[i]);
-	if ((cfg->tls_versions & TLS_V13) != 0 && (covered & TLS_V13) == 0)
-		return fail(p, line, "ciphers: no TLS 1.3 suite, but TLS 1.3 is offered "
-		    "(add one, e.g. TLS_AES_128_GCM_SHA256, or set versions = 1.2)");
-	if ((cfg->tls_versions & TLS_V12) != 0 && (covered & TLS_V12) == 0)
-		return fail(p, line, "ciphers: no TLS 1.2 suite, but TLS 1.2 is offered "
-		    "(add one, e.g. ECDHE-ECDSA-AES128-GCM-SHA256, or set versions = 1.3)");
 	return 0;
 }
 
@@ -767,7 +753,7 @@ finalize(struct parser *p)
 	struct config *cfg = p->cfg;
 	char where[ADDR_HOST_MAX + 32];
 
-	if (apply_defaults(p) != 0 || check_versions(p) != 0 || check_pair(p, &cfg->tls, "[tls]: ") == -1)
+	if (apply_defaults(p) != 0 || check_pair(p, &cfg->tls, "[tls]: ") == -1)
 		return -1;
 	if (cfg->nbackends == 0)
 		return fail(p, 0, "no [backend HOST:PORT] section");

@@ -14,19 +14,19 @@
 #define nitems(a) (sizeof(a) / sizeof((a)[0]))
 
 /*
- * Server preference order (DESIGN.md §2: "safe default").  TLS 1.3 takes
- * the client's order among these; 1.2 takes ours.
+ * Server preference order (DESIGN.md §2: "safe default").  Each version
+ * looks only at its own; TLS 1.2 takes our order, 1.3 the client's.
  */
 static const char *const default_suites[] = {
-	"TLS1-3-AES-128-GCM-SHA256",
-	"TLS1-3-CHACHA20-POLY1305-SHA256",
-	"TLS1-3-AES-256-GCM-SHA384",
 	"TLS-ECDHE-ECDSA-WITH-CHACHA20-POLY1305-SHA256",
 	"TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256",
 	"TLS-ECDHE-ECDSA-WITH-AES-256-GCM-SHA384",
 	"TLS-ECDHE-RSA-WITH-CHACHA20-POLY1305-SHA256",
 	"TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256",
 	"TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384",
+	"TLS1-3-AES-128-GCM-SHA256",
+	"TLS1-3-CHACHA20-POLY1305-SHA256",
+	"TLS1-3-AES-256-GCM-SHA384",
 };
 static const char *const default_curves[] = { "x25519", "secp256r1" };
 

@@ -372,14 +372,50 @@ class VersionsConfigTest(unittest.TestCase):
             self.assertEqual(rc, 1, out)
             self.assertIn("a TLS 1.3 suite", out)
 
-    def test_offered_version_without_a_suite(self):
-        rc, out, path, lines = self.check("ciphers = ECDHE-ECDSA-AES128-GCM-SHA256\n")
-        if h.tls13():
-            self.assertEqual(rc, 1, out)
-            line = lines.index("ciphers = ECDHE-ECDSA-AES128-GCM-SHA256") + 1
-            self.assertIn(f"{path}:{line}: ciphers: no TLS 1.3 suite", out)
-            rc, out, path, lines = self.check("versions = 1.2\nciphers = ECDHE-ECDSA-AES128-GCM-SHA256\n")
-        self.assertEqual(rc, 0, out)
+    def test_unknown_and_old_versions(self):
+        for value, why in [("1.4", "unknown TLS version \"1.4\" (1.2 or 1.3)"),
+                           ("1.1", "TLS version \"1.1\" not available: 1.2 and 1.3 only"),
+                           ("1.2, 1.2", "TLS version \"1.2\" listed twice")]:
+            with self.subTest(versions=value):
+                rc, out, path, lines = self.check(f"versions = {value}\n")
+                self.assertEqual(rc, 1, out)
+                self.assertIn(f"{path}:{lines.index(f'versions = {value}') + 1}: {why}", out)
+
+
+class CiphersFor12OnlyTest(TLS13Case):
+    """A ciphers list written for TLS 1.2 alone (every list on Debian 12)
+    leaves 1.3 its default suites: upgrading to Debian 13 does not turn
+    1.3 clients away, nor refuse the configuration."""
+    tls_extra = "ciphers = ECDHE-ECDSA-AES128-GCM-SHA256\n"
+
+    def test_both_versions(self):
+        tls = h.open_stream(self.addr, src=next_src(), ctx=h.pin_version(h.client_context(), "1.2"))
+        self.ledger.add()
+        self.assertEqual(tls.obj.cipher()[0], "ECDHE-ECDSA-AES128-GCM-SHA256")
+        tls.close()
+        tls = h.open_stream(self.addr, src=next_src(), ctx=h.pin_version(h.client_context(), "1.3"))
+        self.ledger.add()
+        self.assertEqual(tls.obj.version(), "TLSv1.3")
+        tls.close()
+
+
+class Ciphers13Test(TLS13Case):
+    """TLS 1.3 suites by their OpenSSL names in the one ciphers list: 1.3
+    takes only those, 1.2 keeps its defaults."""
+    tls_extra = "ciphers = TLS_CHACHA20_POLY1305_SHA256\n"
+
+    def test_tls13_takes_the_listed_suite(self):
+        port = self.relay()
+        rc, out = self.s_client(port, ["-tls1_3"], send=b"c\n")
+        self.assertRegex(out, r"(?m)^New, TLSv1\.3, Cipher is TLS_CHACHA20_POLY1305_SHA256$")
+        rc, out = self.s_client(port, ["-tls1_3", "-ciphersuites", "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384"],
+                                send=b"c\n", wait_for_echo=False)
+        self.assertNotEqual(rc, 0, out)
+        recs = self.ledger.wait(2)
+        self.assertEqual(recs[0]["cipher"], "TLS1-3-CHACHA20-POLY1305-SHA256")
+        self.assertTrue(recs[1]["reason"].startswith("no_shared_cipher"), recs[1])
+        rc, out = self.s_client(port, ["-tls1_2"], send=b"c\n")
+        self.assertRegex(out, r"(?m)^New, TLSv1\.2, Cipher is ECDHE-ECDSA-")
 
 
 if __name__ == "__main__":
