@@ -1005,7 +1005,16 @@ def tls12_context(ciphers=None, curve=None):
     if ciphers:
         ctx.set_ciphers(ciphers)
     if curve:
-        ctx.set_ecdh_curve(curve)
+        try:
+            ctx.set_ecdh_curve(curve)
+        except ssl.SSLError as e:
+            if curve != "X25519":
+                raise
+            # Debian 12's python3.11 (3.11.2) makes an EC_KEY of the curve name,
+            # and X25519 is no EC_KEY curve; later Pythons (3.11.7, Debian 13's
+            # 3.13) set it as the group.  No other way to offer X25519 alone here.
+            raise unittest.SkipTest(f"this Python ({sys.version.split()[0]}) cannot offer X25519 "
+                                    f"alone: set_ecdh_curve says {e}")
     return ctx
 
 
