@@ -671,7 +671,7 @@ server_setup(struct tls_ctx *ctx, const struct config *cfg, struct tls_server *s
 	compat_conf_versions(c, (cfg->tls_versions & TLS_V12) != 0, (cfg->tls_versions & TLS_V13) != 0);
 	compat_conf_tls13(c);
 	mbedtls_ssl_conf_renegotiation(c, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
-	/* One list for both versions: config.c made sure each has a suite. */
+	/* One list for both versions: config.c gave each version suites of its own. */
 	mbedtls_ssl_conf_ciphersuites(c, cfg->ciphers);
 	compat_conf_groups(c, ctx->groups);
 	mbedtls_ssl_conf_sni(c, on_sni, ctx);
@@ -833,6 +833,8 @@ tls_conn_handshake(struct tls_conn *tc)
 	ret = mbedtls_ssl_handshake(&tc->ssl);
 	handshaking = NULL;
 	tls_internals_take_back(&tc->ssl);
+	if (ret == 0)
+		tls_internals_handshake_done(&tc->ssl);
 	/* Resumed under a name other than the one the session was made for. */
 	if (ret == 0 && tc->resumed[0] != '\0' && strcmp(tc->resumed, server_name(tc)) != 0) {
 		tc->resumption_mismatch = true;

@@ -28,6 +28,9 @@
 #include <mbedtls/platform.h>
 #ifdef INTERNALS_2_28
 #include <mbedtls/ssl_internal.h>       /* ssl->handshake and ssl->state */
+#else
+/* Exported by 3.6's libmbedtls, declared in its uninstalled ssl_misc.h. */
+void mbedtls_ssl_handshake_free(mbedtls_ssl_context *ssl);
 #endif
 
 /*
@@ -53,8 +56,10 @@ tls_internals_init(char *what, size_t len)
 	active = running == MBEDTLS_VERSION_NUMBER;
 	if (active)
 		snprintf(what, len, "mbedTLS %s: record buffer trim%s", MBEDTLS_VERSION_STRING,
-#ifdef BASE_TABLES
+#if defined(BASE_TABLES)
 		    " and shared ECDHE base-point tables"
+#elif defined(INTERNALS_3_6)
+		    " and TLS 1.3 handshake release"
 #else
 		    ""
 #endif
@@ -164,6 +169,29 @@ void tls_internals_take_back(mbedtls_ssl_context *ssl) { (void)ssl; }
 static void base_tables_free(void) {}
 #endif
 
+#ifdef INTERNALS_3_6
+/*
+ * A 3.6 TLS 1.3 server keeps its handshake parameters (transcript hashes,
+ * key schedule, key share: about 7 KiB) until the connection ends, where
+ * 1.2 frees them as the handshake completes
+ * (mbedtls_ssl_handshake_wrapup_free_hs_transform).  Free them the same
+ * way: after the handshake a 1.3 server reads them no more (it sends no
+ * post-handshake message, and answers a client's with UNEXPECTED_MESSAGE).
+ */
+void
+tls_internals_handshake_done(mbedtls_ssl_context *ssl)
+{
+	if (!active || ssl->handshake == NULL || mbedtls_ssl_get_version_number(ssl) != MBEDTLS_SSL_VERSION_TLS1_3 ||
+	    !mbedtls_ssl_is_handshake_over(ssl))
+		return;
+	mbedtls_ssl_handshake_free(ssl);
+	mbedtls_free(ssl->handshake);
+	ssl->handshake = NULL;
+}
+#else
+void tls_internals_handshake_done(mbedtls_ssl_context *ssl) { (void)ssl; }
+#endif
+
 /*
  * Between records a record buffer holds only its 8-byte sequence number and
  * the record header, at its start; the rest is scratch for the next record
@@ -216,6 +244,7 @@ tls_internals_init(char *what, size_t len)
 void tls_internals_prepare_curve(int id, int (*rng)(void *, unsigned char *, size_t)) { (void)id; (void)rng; }
 void tls_internals_lend_base_table(mbedtls_ssl_context *ssl) { (void)ssl; }
 void tls_internals_take_back(mbedtls_ssl_context *ssl) { (void)ssl; }
+void tls_internals_handshake_done(mbedtls_ssl_context *ssl) { (void)ssl; }
 void tls_internals_trim(mbedtls_ssl_context *ssl) { (void)ssl; }
 void tls_internals_done(void) {}
 

@@ -29,6 +29,10 @@ void tls_internals_prepare_curve(int grp_id, int (*rng)(void *, unsigned char *,
 void tls_internals_lend_base_table(mbedtls_ssl_context *ssl);
 void tls_internals_take_back(mbedtls_ssl_context *ssl);
 
+/* A handshake completed: free what the library keeps of it and needs no
+ * more (3.6's TLS 1.3 handshake parameters). */
+void tls_internals_handshake_done(mbedtls_ssl_context *ssl);
+
 /* Give the pages of an idle connection's record buffers back to the kernel. */
 void tls_internals_trim(mbedtls_ssl_context *ssl);
 
