@@ -28,13 +28,13 @@ struct tls_conn {
 	struct relay_io *io;
 	size_t server;                  /* the routed backend's index: its certificate and ALPN */
 	const char *target_host;        /* the routed target's host: the server name without SNI */
-	char sni[TLS_NAME_MAX];                  /* the client's server name, a valid host name in lower case, "" if none */
+	char sni[TLS_NAME_MAX];         /* the client's server name: a host name, lower case; "" if none */
 	bool sni_rejected;
 	int first_byte;                 /* of the client's TLS stream, -1 before any */
 	uint64_t taken;                 /* bytes of that stream mbedTLS has taken from io->rx */
 	unsigned char alert_sent;       /* fatal alert we sent during the handshake, 0 if none */
 	bool hello_sent;                /* our first handshake message went out */
-	char resumed[TLS_NAME_MAX];              /* server name of the session resumed, "" if none */
+	char resumed[TLS_NAME_MAX];     /* server name of the session resumed, "" if none */
 	bool resumption_mismatch;
 };
 

@@ -31,6 +31,7 @@
 #else
 /* Exported by 3.6's libmbedtls, declared in its uninstalled ssl_misc.h. */
 void mbedtls_ssl_handshake_free(mbedtls_ssl_context *ssl);
+void mbedtls_ssl_transform_free(mbedtls_ssl_transform *transform);
 #endif
 
 /*
@@ -174,9 +175,12 @@ static void base_tables_free(void) {}
  * A 3.6 TLS 1.3 server keeps its handshake parameters (transcript hashes,
  * key schedule, key share: about 7 KiB) until the connection ends, where
  * 1.2 frees them as the handshake completes
- * (mbedtls_ssl_handshake_wrapup_free_hs_transform).  Free them the same
- * way: after the handshake a 1.3 server reads them no more (it sends no
- * post-handshake message, and answers a client's with UNEXPECTED_MESSAGE).
+ * (mbedtls_ssl_handshake_wrapup_free_hs_transform).  Free them as
+ * mbedtls_ssl_free() would, with what it frees along with them (1.2's
+ * transform, made for every handshake; the negotiated session, already
+ * moved on in 1.3): after the handshake a 1.3 server reads none of it (it
+ * sends no post-handshake message, and answers a client's with
+ * UNEXPECTED_MESSAGE).
  */
 void
 tls_internals_handshake_done(mbedtls_ssl_context *ssl)
@@ -187,6 +191,12 @@ tls_internals_handshake_done(mbedtls_ssl_context *ssl)
 	mbedtls_ssl_handshake_free(ssl);
 	mbedtls_free(ssl->handshake);
 	ssl->handshake = NULL;
+	mbedtls_ssl_transform_free(ssl->transform_negotiate);
+	mbedtls_free(ssl->transform_negotiate);
+	ssl->transform_negotiate = NULL;
+	mbedtls_ssl_session_free(ssl->session_negotiate);
+	mbedtls_free(ssl->session_negotiate);
+	ssl->session_negotiate = NULL;
 }
 #else
 void tls_internals_handshake_done(mbedtls_ssl_context *ssl) { (void)ssl; }
