@@ -46,6 +46,7 @@ static const struct keydef keys[] = {
 	{ "ticket_rotation", SEC_TLS, false, false, k_duration, OFF(ticket_rotation), 1, DURATION_MAX },
 	{ "ciphers", SEC_TLS, true, false, k_cipher, 0, 0, 0 },
 	{ "curves", SEC_TLS, true, false, k_curve, 0, 0, 0 },
+	{ "versions", SEC_TLS, true, false, k_version, 0, 0, 0 },
 
 	{ "socket", SEC_BACKEND, false, false, k_socket, 0, 0, 0 },
 	{ "proxy_protocol", SEC_BACKEND, false, false, k_proxy, 0, 0, 0 },
@@ -302,6 +303,7 @@ apply_defaults(struct parser *p)
 {
 	struct config *cfg = p->cfg;
 	int ids[TLS_SUITES_MAX];
+	unsigned named = 0;
 	size_t n;
 	struct cidr c;
 
@@ -329,6 +331,8 @@ apply_defaults(struct parser *p)
 		cfg->session_tickets = defaults.session_tickets;
 	if (!key_given(p, "ticket_rotation", SEC_TLS))
 		cfg->ticket_rotation = defaults.ticket_rotation;
+	if (!key_given(p, "versions", SEC_TLS))
+		cfg->tls_versions = tls_versions_available();
 	if (!key_given(p, "allow", SEC_FUNNELD))
 		for (size_t i = 0; i < nitems(defaults.allow); i++)
 			if (addr_parse_cidr(defaults.allow[i], &c, NULL) == -1 || add_cidr(&cfg->allow, &cfg->nallow, &c) == -1)
@@ -337,14 +341,20 @@ apply_defaults(struct parser *p)
 		for (size_t i = 0; i < nitems(defaults.alpn); i++)
 			if (strlist_add(&cfg->tls.alpn, defaults.alpn[i]) == -1)
 				return oom(p);
-	/* A default suite or curve missing from this mbedTLS is left out. */
-	if (cfg->nciphers == 0) {
-		if ((n = tls_suites_default(ids, nitems(ids))) == 0)
-			return fail(p, 0, "none of the default cipher suites is in this mbedTLS");
-		for (size_t i = 0; i < n; i++)
-			if (add_id(p, &cfg->ciphers, &cfg->nciphers, TLS_SUITES_MAX, ids[i], "cipher suite", "") != 0)
-				return -1;
-	}
+	/*
+	 * A default suite or curve missing from this mbedTLS is left out.  A
+	 * TLS version the ciphers list names no suite of keeps its default
+	 * suites (OpenSSL keeps 1.3's apart the same way): a list written for
+	 * 1.2 alone does not turn 1.3 clients away.
+	 */
+	for (size_t i = 0; i < cfg->nciphers; i++)
+		named |= tls_suite_version(cfg->ciphers[i]);
+	if ((n = tls_suites_default(ids, nitems(ids))) == 0)
+		return fail(p, 0, "none of the default cipher suites is in this mbedTLS");
+	for (size_t i = 0; i < n; i++)
+		if ((tls_suite_version(ids[i]) & named) == 0 &&
+		    add_id(p, &cfg->ciphers, &cfg->nciphers, TLS_SUITES_MAX, ids[i], "cipher suite", "") != 0)
+			return -1;
 	if (cfg->ncurves == 0) {
 		if ((n = tls_curves_default(ids, nitems(ids))) == 0)
 			return fail(p, 0, "none of the default curves is in this mbedTLS");

@@ -73,6 +73,7 @@ struct config {
 	size_t nciphers;
 	int *curves;                    /* mbedTLS group ids, 0-terminated */
 	size_t ncurves;
+	unsigned tls_versions;          /* TLS_V12 | TLS_V13 (tls_suites.h) */
 
 	struct backend_conf *backends;
 	size_t nbackends;

@@ -333,6 +333,22 @@ k_curve(struct parser *p, const struct keydef *k, const char *v)
 }
 
 int
+k_version(struct parser *p, const struct keydef *k, const char *v)
+{
+	const char *why;
+	int bit = tls_version_lookup(v, &why);
+
+	if (bit == 0)
+		return fail(p, p->rd.line, "unknown TLS version \"%s\" (1.2 or 1.3)", Q(v));
+	if (bit < 0)
+		return fail(p, p->rd.line, "TLS version \"%s\" not available: %s", Q(v), why);
+	if (p->cfg->tls_versions & (unsigned)bit)
+		return fail(p, p->rd.line, "TLS version \"%s\" listed twice", Q(v));
+	p->cfg->tls_versions |= (unsigned)bit;
+	return 0;
+}
+
+int
 k_socket(struct parser *p, const struct keydef *k, const char *v)
 {
 	struct backend_conf *b = &p->cfg->backends[p->be];

@@ -70,6 +70,7 @@ int k_alpn(struct parser *, const struct keydef *, const char *);
 int k_session_tickets(struct parser *, const struct keydef *, const char *);
 int k_cipher(struct parser *, const struct keydef *, const char *);
 int k_curve(struct parser *, const struct keydef *, const char *);
+int k_version(struct parser *, const struct keydef *, const char *);
 int k_socket(struct parser *, const struct keydef *, const char *);
 int k_proxy(struct parser *, const struct keydef *, const char *);
 int k_size(struct parser *, const struct keydef *, const char *);

@@ -69,15 +69,27 @@ static int
 decrypt_into_c2b(struct conn *c)
 {
 	struct buf *b = &c->c2b;
+	bool more;
 	int ret;
 
 	if (buf_take(&c->owner->pool, b) != 0)
 		return MBEDTLS_ERR_SSL_ALLOC_FAILED;
 	do {
+		uint64_t taken = c->tls.taken;
+
 		ret = mbedtls_ssl_read(&c->tls.ssl, b->p + b->len, b->cap - b->len);
 		if (ret > 0)
 			b->len += (size_t)ret;
-	} while (ret > 0 && b->cap - b->len >= TLS_RECORD_MAX);
+		/*
+		 * A record with nothing for the backend (a no_renegotiation
+		 * warning) ends in WANT_READ even when more records wait in io.rx,
+		 * and the socket will not say so again.  mbedTLS takes a stream
+		 * record by record, so io.rx is all the read-ahead there is: read
+		 * on while it holds bytes and mbedTLS takes some.
+		 */
+		more = ret > 0 || (ret == MBEDTLS_ERR_SSL_WANT_READ && buf_pending(&c->io.rx) > 0 &&
+		    c->tls.taken != taken);
+	} while (more && b->cap - b->len >= TLS_RECORD_MAX);
 	if (buf_pending(b) == 0)
 		buf_release(&c->owner->pool, b);
 	return ret;

@@ -1,4 +1,5 @@
 /* TLS with mbedTLS's public API; see tls.h. */
+#include <ctype.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -19,13 +20,15 @@
 #include <mbedtls/ssl_ticket.h>
 #include <mbedtls/x509_crt.h>
 
+#include "addr.h"
 #include "tls_compat.h"
 #include "tls_internals.h"
+#include "tls_suites.h"
 #include "tls.h"
 
-#define SESSION_CACHE_MAX 10000         /* per server name */
-#define PARTITIONS_MAX 256              /* server names with resumption */
-
+#define PARTITIONS_MAX 256              /* server names with resumption state: a ticket's first byte */
+#define SESSION_CACHE_EXACT 10000       /* sessions kept for a name a certificate spells out */
+#define SESSION_CACHE_WILDCARD 100      /* ... for one only a wildcard covers: clients invent those */
 
 struct tls_cert {
 	char *cert_path, *key_path;
@@ -44,14 +47,26 @@ struct tls_server {
 /*
  * Resumption is bound to the server name (RFC 6066 §3): each name has its
  * own ticket keys and session cache, so a session made for one name never
- * resumes under another.  Partitions live for the whole process, so reloads
- * keep the sessions clients hold.  A ticket starts with its partition's
- * index; a forged index only selects keys that cannot decrypt it.
+ * resumes under another.  A ticket starts with its partition's slot; a
+ * forged or stale slot only selects keys that cannot decrypt it.
+ *
+ * Partitions outlive reloads, so clients keep their sessions, but the table
+ * is bounded: a new name takes the slot of the least recently used one,
+ * names that only a wildcard covers (a client can invent any number of
+ * them) before names a certificate spells out, so churn of invented names
+ * never evicts a configured one, and a name in use stays.  An evicted
+ * name's tickets no longer decrypt (new keys): a full handshake follows.
+ * Memory: at most PARTITIONS_MAX partitions; a session cache holds
+ * SESSION_CACHE_EXACT sessions for a name a certificate spells out, and
+ * SESSION_CACHE_WILDCARD for any other (fixed when the partition is made).
  */
 struct partition {
-	size_t index;                   /* in partitions[], written at the start of its tickets */
-	char name[256];
+	size_t slot;                    /* in partitions[], written at the start of its tickets */
+	char name[TLS_NAME_MAX];        /* lower case */
 	unsigned rotation;              /* ticket key period: also the ticket lifetime */
+	bool exact;                     /* a certificate spells the name out */
+	uint64_t used;                  /* partition_clock at its last use */
+	unsigned refs;                  /* the table's, and one per callback at work */
 	mbedtls_ssl_ticket_context tickets;
 	mbedtls_ssl_cache_context cache;
 };
@@ -61,13 +76,14 @@ struct tls_ctx {
 	size_t ncerts;
 	struct tls_server *servers;     /* one per backend, same order */
 	size_t nservers;
-	mbedtls_ecp_group_id *curves;
+	compat_group *groups;           /* key exchange groups, COMPAT_GROUP_END-terminated */
 	unsigned rotation;              /* ticket_rotation, also the cache timeout */
+	struct compat_cache cache;      /* the session cache callbacks */
 };
 
-static pthread_mutex_t global_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t partition_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct partition *partitions[PARTITIONS_MAX];
-static size_t npartitions;
+static uint64_t partition_clock;
 
 /* The connection whose handshake this thread is running: the SNI, ticket
  * and cache callbacks (and the random generator) get no connection of their
@@ -120,24 +136,39 @@ thread_random(void *unused, unsigned char *out, size_t len)
 	return mbedtls_ctr_drbg_random(thread_drbg, out, len);
 }
 
+static void
+partition_free(struct partition *p)
+{
+	mbedtls_ssl_ticket_free(&p->tickets);
+	mbedtls_ssl_cache_free(&p->cache);
+	free(p);
+}
+
 void
 tls_global_done(void)
 {
-	pthread_mutex_lock(&global_lock);
-	for (size_t i = 0; i < npartitions; i++) {
-		mbedtls_ssl_ticket_free(&partitions[i]->tickets);
-		mbedtls_ssl_cache_free(&partitions[i]->cache);
-		free(partitions[i]);
+	pthread_mutex_lock(&partition_lock);
+	for (size_t i = 0; i < PARTITIONS_MAX; i++) {
+		if (partitions[i] != NULL)
+			partition_free(partitions[i]);
+		partitions[i] = NULL;
 	}
-	npartitions = 0;
-	pthread_mutex_unlock(&global_lock);
+	pthread_mutex_unlock(&partition_lock);
 	tls_internals_done();
+	compat_global_done();
 }
 
 int
 tls_global_init(char *what, size_t len)
 {
-	tls_internals_init(what, len);
+	char internals[128];
+
+	if (compat_global_init() != 0) {
+		snprintf(what, len, "mbedTLS %s: PSA crypto does not start", MBEDTLS_VERSION_STRING);
+		return -1;
+	}
+	tls_internals_init(internals, sizeof(internals));
+	snprintf(what, len, "%s; TLS %s", internals, compat_tls13() ? "1.2 and 1.3" : "1.2");
 	return 0;
 }
 
@@ -160,6 +191,8 @@ bio_send(void *arg, const unsigned char *buf, size_t len)
 	if (tc->alert_sent == 0 && len >= 7 && buf[0] == MBEDTLS_SSL_MSG_ALERT &&
 	    buf[5] == MBEDTLS_SSL_ALERT_LEVEL_FATAL)
 		tc->alert_sent = buf[6];
+	if (len >= 1 && buf[0] == MBEDTLS_SSL_MSG_HANDSHAKE)
+		tc->hello_sent = true;
 	if (buf_append(io->pool, &io->tx, buf, len, TLS_TX_MAX) != 0)
 		return MBEDTLS_ERR_SSL_ALLOC_FAILED;
 	return (int)len;
@@ -206,6 +239,7 @@ bio_recv(void *arg, unsigned char *buf, size_t len)
 		buf_release(io->pool, rx);
 	if (tc->first_byte < 0 && take > 0)
 		tc->first_byte = buf[0];
+	tc->taken += take;
 	return (int)take;
 }
 
@@ -227,6 +261,16 @@ cert_covers(const struct tls_cert *c, const char *name)
 {
 	for (size_t i = 0; i < c->nnames; i++)
 		if (name_matches(c->names[i], name))
+			return true;
+	return false;
+}
+
+/* Whether c spells name out (a wildcard covers names anyone can invent). */
+static bool
+cert_names(const struct tls_cert *c, const char *name)
+{
+	for (size_t i = 0; i < c->nnames; i++)
+		if (c->names[i][0] != '*' && strcmp(c->names[i], name) == 0)
 			return true;
 	return false;
 }
@@ -362,40 +406,36 @@ load_cert(struct tls_ctx *ctx, const struct config *cfg, const struct tls_conf *
 }
 
 /*
- * SNI: the target's own name or a name its certificate covers keeps the
- * target's certificate; a name another configured certificate covers
- * switches to that one; anything else fails closed (unrecognized_name).
+ * SNI (DESIGN.md §1.4): a host name (nothing else is kept: it reaches logs,
+ * the PROXY header and partition names) that the certificate of the backend
+ * the target routed to covers.  Anything else, a name of another backend's
+ * certificate included, fails closed with unrecognized_name.
  */
 static int
 on_sni(void *arg, mbedtls_ssl_context *ssl, const unsigned char *name, size_t len)
 {
 	const struct tls_ctx *ctx = arg;
 	struct tls_conn *tc = handshaking;
-	const struct tls_cert *own = ctx->servers[tc->server].cert;
 
-	if (len == 0 || len >= sizeof(tc->sni) || memchr(name, '\0', len) != NULL) {
+	if (len > 0 && name[len - 1] == '.')
+		len--;
+	if (!addr_hostname_valid((const char *)name, len)) {
 		tc->sni_rejected = true;
 		return -1;
 	}
-	memcpy(tc->sni, name, len);
+	for (size_t i = 0; i < len; i++)
+		tc->sni[i] = (char)tolower(name[i]);
 	tc->sni[len] = '\0';
-	if (tc->sni[len - 1] == '.')
-		tc->sni[len - 1] = '\0';
 	/* A ticket read before the SNI resumed a session of another name. */
-	if (tc->resumed_name != NULL && strcasecmp(tc->resumed_name, tc->sni) != 0) {
+	if (tc->resumed[0] != '\0' && strcmp(tc->resumed, tc->sni) != 0) {
 		tc->resumption_mismatch = true;
 		return -1;
 	}
-
-	if (strcasecmp(tc->sni, tc->target_host) == 0 || cert_covers(own, tc->sni))
-		return 0;
-	for (size_t i = 0; i < ctx->ncerts; i++) {
-		struct tls_cert *c = &ctx->certs[i];
-		if (cert_covers(c, tc->sni))
-			return mbedtls_ssl_set_hs_own_cert(ssl, &c->chain, &c->key);
+	if (!cert_covers(ctx->servers[tc->server].cert, tc->sni)) {
+		tc->sni_rejected = true;
+		return -1;
 	}
-	tc->sni_rejected = true;
-	return -1;
+	return 0;
 }
 
 static const char *
@@ -404,52 +444,128 @@ server_name(const struct tls_conn *tc)
 	return tc->sni[0] != '\0' ? tc->sni : tc->target_host;
 }
 
-/* Find or make the partition of name; NULL when there is no room left. */
 static struct partition *
-partition_for(const char *name, unsigned rotation)
+partition_new(const char *name, unsigned rotation, bool exact)
 {
-	struct partition *p = NULL;
+	struct partition *p;
 
-	pthread_mutex_lock(&global_lock);
-	for (size_t i = 0; i < npartitions; i++)
-		if (partitions[i]->rotation == rotation && strcasecmp(partitions[i]->name, name) == 0) {
-			p = partitions[i];
-			goto out;
-		}
-	if (npartitions == PARTITIONS_MAX || strlen(name) >= sizeof(p->name) || (p = calloc(1, sizeof(*p))) == NULL)
-		goto out;
+	if ((p = calloc(1, sizeof(*p))) == NULL)
+		return NULL;
 	snprintf(p->name, sizeof(p->name), "%s", name);
 	p->rotation = rotation;
+	p->exact = exact;
+	p->refs = 1;
 	mbedtls_ssl_ticket_init(&p->tickets);
+	mbedtls_ssl_cache_init(&p->cache);
 	/* mbedTLS rotates the key every `rotation` seconds, keeps the previous
 	 * one, and refuses tickets older than that: exactly ticket_rotation. */
 	if (mbedtls_ssl_ticket_setup(&p->tickets, thread_random, NULL, MBEDTLS_CIPHER_AES_256_GCM, rotation) != 0) {
-		mbedtls_ssl_ticket_free(&p->tickets);
-		free(p);
-		p = NULL;
-		goto out;
+		partition_free(p);
+		return NULL;
 	}
-	mbedtls_ssl_cache_init(&p->cache);
-	mbedtls_ssl_cache_set_max_entries(&p->cache, SESSION_CACHE_MAX);
+	mbedtls_ssl_cache_set_max_entries(&p->cache, exact ? SESSION_CACHE_EXACT : SESSION_CACHE_WILDCARD);
 	mbedtls_ssl_cache_set_timeout(&p->cache, (int)rotation);
-	p->index = npartitions;
-	partitions[npartitions++] = p;
-out:
-	pthread_mutex_unlock(&global_lock);
 	return p;
 }
 
+static void
+partition_put(struct partition *p)
+{
+	unsigned refs;
+
+	pthread_mutex_lock(&partition_lock);
+	refs = --p->refs;
+	pthread_mutex_unlock(&partition_lock);
+	if (refs == 0)
+		partition_free(p);
+}
+
+/* The slot to reuse when the table is full: the least recently used name
+ * only a wildcard covers, else the least recently used of all. */
+static size_t
+partition_victim(void)
+{
+	size_t lru = 0, lru_wild = PARTITIONS_MAX;
+
+	for (size_t i = 0; i < PARTITIONS_MAX; i++) {
+		if (partitions[i]->used < partitions[lru]->used)
+			lru = i;
+		if (!partitions[i]->exact && (lru_wild == PARTITIONS_MAX || partitions[i]->used < partitions[lru_wild]->used))
+			lru_wild = i;
+	}
+	return lru_wild != PARTITIONS_MAX ? lru_wild : lru;
+}
+
+/*
+ * The partition of name (made when create is true, evicting one when the
+ * table is full), marked used and held: partition_put() when done.  NULL
+ * when there is none, or no memory.
+ */
+static struct partition *
+partition_get(const char *name, unsigned rotation, bool exact, bool create)
+{
+	struct partition *p = NULL, *evicted = NULL;
+	size_t slot = PARTITIONS_MAX;
+
+	pthread_mutex_lock(&partition_lock);
+	for (size_t i = 0; i < PARTITIONS_MAX && p == NULL; i++) {
+		if (partitions[i] == NULL) {
+			if (slot == PARTITIONS_MAX)
+				slot = i;
+		} else if (partitions[i]->rotation == rotation && strcmp(partitions[i]->name, name) == 0) {
+			p = partitions[i];
+		}
+	}
+	if (p == NULL) {
+		if (!create || (p = partition_new(name, rotation, exact)) == NULL)
+			goto out;
+		if (slot == PARTITIONS_MAX) {
+			slot = partition_victim();
+			evicted = partitions[slot];
+		}
+		p->slot = slot;
+		partitions[slot] = p;
+	}
+	p->used = ++partition_clock;
+	p->exact = p->exact || exact;
+	p->refs++;
+out:
+	pthread_mutex_unlock(&partition_lock);
+	if (evicted != NULL)
+		partition_put(evicted);         /* the table's reference: freed once no callback holds it */
+	return p;
+}
+
+/* The partition in slot i, marked used and held, or NULL. */
 static struct partition *
 partition_at(size_t i)
 {
 	struct partition *p;
 
-	pthread_mutex_lock(&global_lock);
-	p = i < npartitions ? partitions[i] : NULL;
-	pthread_mutex_unlock(&global_lock);
+	pthread_mutex_lock(&partition_lock);
+	if ((p = i < PARTITIONS_MAX ? partitions[i] : NULL) != NULL) {
+		p->used = ++partition_clock;
+		p->refs++;
+	}
+	pthread_mutex_unlock(&partition_lock);
 	return p;
 }
 
+/* The partition of the name the handshake on this thread is for. */
+static struct partition *
+partition_of(const struct tls_ctx *ctx, const struct tls_conn *tc, bool create)
+{
+	const char *name = server_name(tc);
+
+	return partition_get(name, ctx->rotation, cert_names(ctx->servers[tc->server].cert, name), create);
+}
+
+/*
+ * A ticket is the partition's slot and what mbedTLS seals with its keys.
+ * Without memory for a partition the ticket is one byte that never
+ * decrypts: TLS 1.3 would end the handshake, after the client's Finished,
+ * over a failure here.
+ */
 static int
 ticket_write(void *arg, const mbedtls_ssl_session *session, unsigned char *start, const unsigned char *end,
     size_t *tlen, uint32_t *lifetime)
@@ -458,14 +574,20 @@ ticket_write(void *arg, const mbedtls_ssl_session *session, unsigned char *start
 	struct partition *p;
 	int ret;
 
-	if (handshaking == NULL || (p = partition_for(server_name(handshaking), ctx->rotation)) == NULL ||
-	    end - start < 2)
-		return MBEDTLS_ERR_SSL_INTERNAL_ERROR;  /* mbedTLS then sends an empty ticket */
-	start[0] = (unsigned char)p->index;
-	if ((ret = mbedtls_ssl_ticket_write(&p->tickets, session, start + 1, end, tlen, lifetime)) != 0)
-		return ret;
-	*tlen += 1;
-	return 0;
+	if (end - start < 2)
+		return MBEDTLS_ERR_SSL_BUFFER_TOO_SMALL;
+	if (handshaking == NULL || (p = partition_of(ctx, handshaking, true)) == NULL) {
+		start[0] = 0;
+		*tlen = 1;
+		*lifetime = 0;
+		return 0;
+	}
+	start[0] = (unsigned char)p->slot;
+	ret = mbedtls_ssl_ticket_write(&p->tickets, session, start + 1, end, tlen, lifetime);
+	partition_put(p);
+	if (ret == 0)
+		*tlen += 1;
+	return ret;
 }
 
 static int
@@ -476,38 +598,44 @@ ticket_parse(void *arg, mbedtls_ssl_session *session, unsigned char *buf, size_t
 
 	if (handshaking == NULL || len < 2 || (p = partition_at(buf[0])) == NULL)
 		return MBEDTLS_ERR_SSL_INVALID_MAC;     /* a full handshake follows */
-	/* The client named a server already: a session of another name does not resume. */
-	if (handshaking->sni[0] != '\0' && strcasecmp(p->name, handshaking->sni) != 0)
-		return MBEDTLS_ERR_SSL_INVALID_MAC;
-	if ((ret = mbedtls_ssl_ticket_parse(&p->tickets, session, buf + 1, len - 1)) == 0)
-		handshaking->resumed_name = p->name;
+	/* The client named a server already (always, in TLS 1.3): a session of
+	 * another name does not resume. */
+	if (handshaking->sni[0] != '\0' && strcmp(p->name, handshaking->sni) != 0)
+		ret = MBEDTLS_ERR_SSL_INVALID_MAC;
+	else if ((ret = mbedtls_ssl_ticket_parse(&p->tickets, session, buf + 1, len - 1)) == 0)
+		snprintf(handshaking->resumed, sizeof(handshaking->resumed), "%s", p->name);
+	partition_put(p);
 	return ret;
 }
 
-/* The cache is asked once the whole ClientHello, SNI included, is read. */
+/* TLS 1.2 session IDs.  The cache is asked once the whole ClientHello, SNI included, is read. */
 static int
-cache_get(void *arg, mbedtls_ssl_session *session)
+cache_get(void *arg, const unsigned char *id, size_t len, mbedtls_ssl_session *session)
 {
 	const struct tls_ctx *ctx = arg;
 	struct partition *p;
+	int ret;
 
-	if (handshaking == NULL || (p = partition_for(server_name(handshaking), ctx->rotation)) == NULL)
+	if (handshaking == NULL || (p = partition_of(ctx, handshaking, false)) == NULL)
 		return 1;
-	if (mbedtls_ssl_cache_get(&p->cache, session) != 0)
-		return 1;
-	handshaking->resumed_name = p->name;
-	return 0;
+	if ((ret = compat_cache_get(&p->cache, id, len, session)) == 0)
+		snprintf(handshaking->resumed, sizeof(handshaking->resumed), "%s", p->name);
+	partition_put(p);
+	return ret != 0;
 }
 
 static int
-cache_set(void *arg, const mbedtls_ssl_session *session)
+cache_set(void *arg, const unsigned char *id, size_t len, const mbedtls_ssl_session *session)
 {
 	const struct tls_ctx *ctx = arg;
 	struct partition *p;
+	int ret;
 
-	if (handshaking == NULL || (p = partition_for(server_name(handshaking), ctx->rotation)) == NULL)
+	if (handshaking == NULL || (p = partition_of(ctx, handshaking, true)) == NULL)
 		return 1;
-	return mbedtls_ssl_cache_set(&p->cache, session);
+	ret = compat_cache_set(&p->cache, id, len, session);
+	partition_put(p);
+	return ret;
 }
 
 static const char **
@@ -540,12 +668,12 @@ server_setup(struct tls_ctx *ctx, const struct config *cfg, struct tls_server *s
 		return -1;
 	}
 	mbedtls_ssl_conf_rng(c, thread_random, NULL);
-	/* TLS 1.2 only: the ECDHE + AEAD suites below exist nowhere else in 2.28. */
-	mbedtls_ssl_conf_min_version(c, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
-	mbedtls_ssl_conf_max_version(c, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+	compat_conf_versions(c, (cfg->tls_versions & TLS_V12) != 0, (cfg->tls_versions & TLS_V13) != 0);
+	compat_conf_tls13(c);
 	mbedtls_ssl_conf_renegotiation(c, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
+	/* One list for both versions: config.c gave each version suites of its own. */
 	mbedtls_ssl_conf_ciphersuites(c, cfg->ciphers);
-	mbedtls_ssl_conf_curves(c, ctx->curves);
+	compat_conf_groups(c, ctx->groups);
 	mbedtls_ssl_conf_sni(c, on_sni, ctx);
 	if ((ret = mbedtls_ssl_conf_own_cert(c, &s->cert->chain, &s->cert->key)) != 0) {
 		snprintf(err, errlen, "%s: mbedtls_ssl_conf_own_cert failed (%d)", cfg->path, ret);
@@ -560,7 +688,7 @@ server_setup(struct tls_ctx *ctx, const struct config *cfg, struct tls_server *s
 	}
 	if (cfg->session_tickets)
 		mbedtls_ssl_conf_session_tickets_cb(c, ticket_write, ticket_parse, ctx);
-	mbedtls_ssl_conf_session_cache(c, ctx, cache_get, cache_set);
+	compat_conf_session_cache(c, &ctx->cache);
 	return 0;
 }
 
@@ -578,15 +706,16 @@ tls_load(const struct config *cfg, struct tls_ctx **out, char *err, size_t errle
 	/* At most one certificate per backend plus [tls]'s. */
 	ctx->certs = calloc(cfg->nbackends + 1, sizeof(*ctx->certs));
 	ctx->servers = calloc(cfg->nbackends ? cfg->nbackends : 1, sizeof(*ctx->servers));
-	ctx->curves = calloc(cfg->ncurves + 1, sizeof(*ctx->curves));
-	if (ctx->certs == NULL || ctx->servers == NULL || ctx->curves == NULL)
+	ctx->groups = calloc(cfg->ncurves + 1, sizeof(*ctx->groups));
+	if (ctx->certs == NULL || ctx->servers == NULL || ctx->groups == NULL)
 		goto oom;
 	for (size_t i = 0; i < cfg->ncurves; i++) {
-		ctx->curves[i] = (mbedtls_ecp_group_id)cfg->curves[i];
-		tls_internals_prepare_curve(ctx->curves[i], thread_random);
+		ctx->groups[i] = compat_group_of((mbedtls_ecp_group_id)cfg->curves[i]);
+		tls_internals_prepare_curve(cfg->curves[i], thread_random);
 	}
-	ctx->curves[cfg->ncurves] = MBEDTLS_ECP_DP_NONE;
+	ctx->groups[cfg->ncurves] = COMPAT_GROUP_END;
 	ctx->rotation = cfg->ticket_rotation;
+	ctx->cache = (struct compat_cache){ .arg = ctx, .get = cache_get, .set = cache_set };
 
 	/* [tls] alone must load too, so that -t checks it even without backends. */
 	if (cfg->tls.cert != NULL && cfg->tls.key != NULL && load_cert(ctx, cfg, &cfg->tls, err, errlen) == NULL)
@@ -619,7 +748,7 @@ tls_free(struct tls_ctx *ctx)
 		cert_free(&ctx->certs[i]);
 	free(ctx->servers);
 	free(ctx->certs);
-	free(ctx->curves);
+	free(ctx->groups);
 	free(ctx);
 }
 
@@ -633,8 +762,10 @@ tls_conn_setup(const struct tls_ctx *ctx, size_t backend, const char *target_hos
 	tc->sni[0] = '\0';
 	tc->sni_rejected = false;
 	tc->first_byte = -1;
+	tc->taken = 0;
 	tc->alert_sent = 0;
-	tc->resumed_name = NULL;
+	tc->hello_sent = false;
+	tc->resumed[0] = '\0';
 	tc->resumption_mismatch = false;
 	mbedtls_ssl_init(&tc->ssl);
 	tc->ready = true;
@@ -659,6 +790,8 @@ tls_conn_trim(struct tls_conn *tc)
 enum hs_failure
 tls_conn_failure(const struct tls_conn *tc, int err)
 {
+	enum hs_failure f;
+
 	if (tc->resumption_mismatch)
 		return HS_FAIL_RESUMPTION_NAME_MISMATCH;
 	if (tc->sni_rejected || tc->alert_sent == MBEDTLS_SSL_ALERT_MSG_UNRECOGNIZED_NAME)
@@ -668,6 +801,9 @@ tls_conn_failure(const struct tls_conn *tc, int err)
 	/* A TLS stream starts with a handshake record (content type 22). */
 	if (tc->first_byte >= 0 && tc->first_byte != MBEDTLS_SSL_MSG_HANDSHAKE)
 		return HS_FAIL_NOT_TLS;
+	/* 3.x's decode errors come from any message: after our hello, not the ClientHello's. */
+	if ((f = compat_hs_failure(err)) != HS_FAIL_NONE)
+		return f == HS_FAIL_BAD_CLIENT_HELLO && tc->hello_sent ? HS_FAIL_OTHER : f;
 	switch (err) {
 	case MBEDTLS_ERR_SSL_CONN_EOF:
 	case MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY:
@@ -676,11 +812,6 @@ tls_conn_failure(const struct tls_conn *tc, int err)
 	case MBEDTLS_ERR_NET_RECV_FAILED:
 	case MBEDTLS_ERR_NET_SEND_FAILED:
 		return HS_FAIL_RESET;
-	case MBEDTLS_ERR_SSL_NO_CIPHER_CHOSEN:
-	case MBEDTLS_ERR_SSL_NO_USABLE_CIPHERSUITE:
-		return HS_FAIL_NO_SHARED_CIPHER;
-	case MBEDTLS_ERR_SSL_BAD_HS_PROTOCOL_VERSION:
-		return HS_FAIL_PROTOCOL_VERSION;
 	case MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE:
 		return HS_FAIL_CLIENT_ALERT;
 	case MBEDTLS_ERR_SSL_INVALID_RECORD:
@@ -688,8 +819,6 @@ tls_conn_failure(const struct tls_conn *tc, int err)
 	case MBEDTLS_ERR_SSL_UNEXPECTED_MESSAGE:
 	case MBEDTLS_ERR_SSL_BAD_INPUT_DATA:
 		return HS_FAIL_NOT_TLS;
-	case MBEDTLS_ERR_SSL_BAD_HS_CLIENT_HELLO:
-		return HS_FAIL_BAD_CLIENT_HELLO;
 	default:
 		return HS_FAIL_OTHER;
 	}
@@ -704,10 +833,12 @@ tls_conn_handshake(struct tls_conn *tc)
 	ret = mbedtls_ssl_handshake(&tc->ssl);
 	handshaking = NULL;
 	tls_internals_take_back(&tc->ssl);
+	if (ret == 0)
+		tls_internals_handshake_done(&tc->ssl);
 	/* Resumed under a name other than the one the session was made for. */
-	if (ret == 0 && tc->resumed_name != NULL && strcasecmp(tc->resumed_name, server_name(tc)) != 0) {
+	if (ret == 0 && tc->resumed[0] != '\0' && strcmp(tc->resumed, server_name(tc)) != 0) {
 		tc->resumption_mismatch = true;
-		return MBEDTLS_ERR_SSL_BAD_HS_CLIENT_HELLO;
+		return COMPAT_ERR_HANDSHAKE_REFUSED;
 	}
 	return ret;
 }

@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <mbedtls/net_sockets.h>
 #include <mbedtls/ssl.h>
@@ -18,18 +19,22 @@
 
 struct tls_ctx;
 
+#define TLS_NAME_MAX 256                /* a server name (a host name, at most 253 bytes) and its NUL */
+
 /* One connection's TLS: the mbedTLS context and what its handshake learnt. */
 struct tls_conn {
 	mbedtls_ssl_context ssl;
 	bool ready;                     /* ssl is set up: tls_conn_free() frees it */
 	struct relay_io *io;
-	size_t server;                  /* the routed backend's index: its certificates and ALPN */
-	const char *target_host;        /* the routed target's host, which SNI may name */
-	char sni[256];                  /* the client's server name, "" if none */
+	size_t server;                  /* the routed backend's index: its certificate and ALPN */
+	const char *target_host;        /* the routed target's host: the server name without SNI */
+	char sni[TLS_NAME_MAX];         /* the client's server name: a host name, lower case; "" if none */
 	bool sni_rejected;
 	int first_byte;                 /* of the client's TLS stream, -1 before any */
+	uint64_t taken;                 /* bytes of that stream mbedTLS has taken from io->rx */
 	unsigned char alert_sent;       /* fatal alert we sent during the handshake, 0 if none */
-	const char *resumed_name;       /* server name of the session resumed, if any */
+	bool hello_sent;                /* our first handshake message went out */
+	char resumed[TLS_NAME_MAX];     /* server name of the session resumed, "" if none */
 	bool resumption_mismatch;
 };
 

@@ -1,4 +1,8 @@
 /* mbedTLS internals, fenced; see tls_internals.h. */
+
+/* 3.x hides private fields behind MBEDTLS_PRIVATE(): this file alone may see them. */
+#define MBEDTLS_ALLOW_PRIVATE_ACCESS
+
 #include <stdio.h>
 
 #include <mbedtls/version.h>
@@ -6,6 +10,12 @@
 #include "tls_internals.h"
 
 #if MBEDTLS_VERSION_NUMBER >= 0x021C0000 && MBEDTLS_VERSION_NUMBER < 0x021D0000
+#define INTERNALS_2_28 1
+#elif MBEDTLS_VERSION_NUMBER >= 0x03060000 && MBEDTLS_VERSION_NUMBER < 0x03070000
+#define INTERNALS_3_6 1
+#endif
+
+#if defined(INTERNALS_2_28) || defined(INTERNALS_3_6)
 
 #include <malloc.h>
 #include <stdatomic.h>
@@ -16,14 +26,24 @@
 
 #include <mbedtls/ecp.h>
 #include <mbedtls/platform.h>
-#include <mbedtls/ssl_internal.h>       /* ssl->handshake, ssl->state, in_buf, in_left, out_buf, out_left */
+#ifdef INTERNALS_2_28
+#include <mbedtls/ssl_internal.h>       /* ssl->handshake and ssl->state */
+#else
+/* Exported by 3.6's libmbedtls, declared in its uninstalled ssl_misc.h. */
+void mbedtls_ssl_handshake_free(mbedtls_ssl_context *ssl);
+void mbedtls_ssl_transform_free(mbedtls_ssl_transform *transform);
+#endif
 
-/* The record buffers come from calloc: malloc_usable_size() and madvise() below rely on it. */
+/*
+ * The record buffers come from calloc, once, at mbedtls_ssl_setup(), in
+ * both lines: malloc_usable_size() and madvise() below rely on it.
+ */
 #if defined(MBEDTLS_PLATFORM_MEMORY) || defined(MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH)
 #error "tls_internals.c assumes mbedtls_calloc is calloc and fixed-size record buffers"
 #endif
 
-#if defined(MBEDTLS_ECDH_LEGACY_CONTEXT) && MBEDTLS_ECP_FIXED_POINT_OPTIM == 1
+/* 3.x loads ROM tables for its curves itself, and makes 1.3 keys in PSA. */
+#if defined(INTERNALS_2_28) && defined(MBEDTLS_ECDH_LEGACY_CONTEXT) && MBEDTLS_ECP_FIXED_POINT_OPTIM == 1
 #define BASE_TABLES 1
 #endif
 
@@ -37,8 +57,10 @@ tls_internals_init(char *what, size_t len)
 	active = running == MBEDTLS_VERSION_NUMBER;
 	if (active)
 		snprintf(what, len, "mbedTLS %s: record buffer trim%s", MBEDTLS_VERSION_STRING,
-#ifdef BASE_TABLES
+#if defined(BASE_TABLES)
 		    " and shared ECDHE base-point tables"
+#elif defined(INTERNALS_3_6)
+		    " and TLS 1.3 handshake release"
 #else
 		    ""
 #endif
@@ -148,10 +170,43 @@ void tls_internals_take_back(mbedtls_ssl_context *ssl) { (void)ssl; }
 static void base_tables_free(void) {}
 #endif
 
+#ifdef INTERNALS_3_6
+/*
+ * A 3.6 TLS 1.3 server keeps its handshake parameters (transcript hashes,
+ * key schedule, key share: about 7 KiB) until the connection ends, where
+ * 1.2 frees them as the handshake completes
+ * (mbedtls_ssl_handshake_wrapup_free_hs_transform).  Free them as
+ * mbedtls_ssl_free() would, with what it frees along with them (1.2's
+ * transform, made for every handshake; the negotiated session, already
+ * moved on in 1.3): after the handshake a 1.3 server reads none of it (it
+ * sends no post-handshake message, and answers a client's with
+ * UNEXPECTED_MESSAGE).
+ */
+void
+tls_internals_handshake_done(mbedtls_ssl_context *ssl)
+{
+	if (!active || ssl->handshake == NULL || mbedtls_ssl_get_version_number(ssl) != MBEDTLS_SSL_VERSION_TLS1_3 ||
+	    !mbedtls_ssl_is_handshake_over(ssl))
+		return;
+	mbedtls_ssl_handshake_free(ssl);
+	mbedtls_free(ssl->handshake);
+	ssl->handshake = NULL;
+	mbedtls_ssl_transform_free(ssl->transform_negotiate);
+	mbedtls_free(ssl->transform_negotiate);
+	ssl->transform_negotiate = NULL;
+	mbedtls_ssl_session_free(ssl->session_negotiate);
+	mbedtls_free(ssl->session_negotiate);
+	ssl->session_negotiate = NULL;
+}
+#else
+void tls_internals_handshake_done(mbedtls_ssl_context *ssl) { (void)ssl; }
+#endif
+
 /*
  * Between records a record buffer holds only its 8-byte sequence number and
- * the record header, at its start; the rest is scratch for the next record.
- * The whole pages past that are dropped (they read back as zeros).
+ * the record header, at its start; the rest is scratch for the next record
+ * (2.28 and 3.6 alike: ssl_msg.c's in/out pointers).  The whole pages past
+ * that are dropped (they read back as zeros).
  */
 #define TRIM_KEEP 64
 
@@ -187,7 +242,7 @@ tls_internals_done(void)
 	base_tables_free();
 }
 
-#else   /* not mbedTLS 2.28: the public API only */
+#else   /* neither 2.28.x nor 3.6.x: the public API only */
 
 bool
 tls_internals_init(char *what, size_t len)
@@ -199,6 +254,7 @@ tls_internals_init(char *what, size_t len)
 void tls_internals_prepare_curve(int id, int (*rng)(void *, unsigned char *, size_t)) { (void)id; (void)rng; }
 void tls_internals_lend_base_table(mbedtls_ssl_context *ssl) { (void)ssl; }
 void tls_internals_take_back(mbedtls_ssl_context *ssl) { (void)ssl; }
+void tls_internals_handshake_done(mbedtls_ssl_context *ssl) { (void)ssl; }
 void tls_internals_trim(mbedtls_ssl_context *ssl) { (void)ssl; }
 void tls_internals_done(void) {}
 

@@ -1,11 +1,11 @@
 /*
  * The only place funneld reaches into mbedTLS's private structures.
  *
- * Compiled for mbedTLS 2.28.x exactly (the version these accesses were
- * written and tested for), and used only when the library running is the
- * one compiled against (tls_internals_init).  Everywhere else every
- * function here does nothing and the public API path is all there is.
- * Called from tls.c only.
+ * Compiled for mbedTLS 2.28.x and 3.6.x exactly (the lines these accesses
+ * were written and tested for: Debian 12's 2.28.3, Debian 13's 3.6.6), and
+ * used only when the library running is the one compiled against
+ * (tls_internals_init).  Everywhere else every function here does nothing
+ * and the public API path is all there is.  Called from tls.c only.
  */
 #ifndef FUNNELD_TLS_INTERNALS_H
 #define FUNNELD_TLS_INTERNALS_H
@@ -20,14 +20,18 @@
 bool tls_internals_init(char *what, size_t len);
 
 /*
- * ECDHE base-point tables (2.28 recomputes the comb table of G for every
- * handshake): compute one per curve at load, lend it to a handshake while it
+ * ECDHE base-point tables, 2.28 only (it recomputes the comb table of G for
+ * every handshake; 3.x has ROM tables): compute one per curve at load, lend it to a handshake while it
  * makes its ServerKeyExchange key, take it back when mbedtls_ssl_handshake()
  * returns.
  */
 void tls_internals_prepare_curve(int grp_id, int (*rng)(void *, unsigned char *, size_t));
 void tls_internals_lend_base_table(mbedtls_ssl_context *ssl);
 void tls_internals_take_back(mbedtls_ssl_context *ssl);
+
+/* A handshake completed: free what the library keeps of it and needs no
+ * more (3.6's TLS 1.3 handshake parameters). */
+void tls_internals_handshake_done(mbedtls_ssl_context *ssl);
 
 /* Give the pages of an idle connection's record buffers back to the kernel. */
 void tls_internals_trim(mbedtls_ssl_context *ssl);

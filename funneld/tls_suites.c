@@ -1,4 +1,4 @@
-/* Cipher suite and curve policy; see tls_suites.h. */
+/* TLS version, cipher suite and curve policy; see tls_suites.h. */
 #include <ctype.h>
 #include <stdbool.h>
 #include <string.h>
@@ -8,11 +8,15 @@
 #include <mbedtls/ssl.h>
 #include <mbedtls/ssl_ciphersuites.h>
 
+#include "tls_compat.h"
 #include "tls_suites.h"
 
 #define nitems(a) (sizeof(a) / sizeof((a)[0]))
 
-/* Server preference order (DESIGN.md §2: "safe default"). */
+/*
+ * Server preference order (DESIGN.md §2: "safe default").  Each version
+ * looks only at its own; TLS 1.2 takes our order, 1.3 the client's.
+ */
 static const char *const default_suites[] = {
 	"TLS-ECDHE-ECDSA-WITH-CHACHA20-POLY1305-SHA256",
 	"TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256",
@@ -20,6 +24,9 @@ static const char *const default_suites[] = {
 	"TLS-ECDHE-RSA-WITH-CHACHA20-POLY1305-SHA256",
 	"TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256",
 	"TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384",
+	"TLS1-3-AES-128-GCM-SHA256",
+	"TLS1-3-CHACHA20-POLY1305-SHA256",
+	"TLS1-3-AES-256-GCM-SHA384",
 };
 static const char *const default_curves[] = { "x25519", "secp256r1" };
 
@@ -30,6 +37,11 @@ static const char *const default_curves[] = { "x25519", "secp256r1" };
 static const struct {
 	const char *openssl, *mbedtls;
 } suite_aliases[] = {
+	{ "TLS_AES_128_GCM_SHA256", "TLS1-3-AES-128-GCM-SHA256" },
+	{ "TLS_AES_256_GCM_SHA384", "TLS1-3-AES-256-GCM-SHA384" },
+	{ "TLS_CHACHA20_POLY1305_SHA256", "TLS1-3-CHACHA20-POLY1305-SHA256" },
+	{ "TLS_AES_128_CCM_SHA256", "TLS1-3-AES-128-CCM-SHA256" },
+	{ "TLS_AES_128_CCM_8_SHA256", "TLS1-3-AES-128-CCM-8-SHA256" },
 	{ "ECDHE-ECDSA-CHACHA20-POLY1305", "TLS-ECDHE-ECDSA-WITH-CHACHA20-POLY1305-SHA256" },
 	{ "ECDHE-RSA-CHACHA20-POLY1305", "TLS-ECDHE-RSA-WITH-CHACHA20-POLY1305-SHA256" },
 	{ "ECDHE-ECDSA-AES128-GCM-SHA256", "TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256" },
@@ -69,26 +81,71 @@ static const struct {
 };
 static const char *const curves_allowed[] = { "x25519", "secp256r1", "secp384r1", "secp521r1" };
 
+#define TLS13_PREFIX "TLS1-3-"
+
 /*
- * ECDHE key exchange with an AEAD cipher.  Judged by the suite's name, which
- * mbedTLS 2.28 and 3.6 both publish (its fields are private in 3.6):
- * TLS-ECDHE-{ECDSA,RSA}-WITH-<cipher>-{GCM-<hash>,CHACHA20-POLY1305-<hash>}.
+ * TLS 1.2: ECDHE key exchange with an AEAD cipher; TLS 1.3 (always
+ * (EC)DHE here, see compat_conf_tls13()): GCM or ChaCha20-Poly1305.  Judged
+ * by the suite's name, which mbedTLS 2.28 and 3.6 both publish (its fields
+ * are private in 3.6): TLS-ECDHE-{ECDSA,RSA}-WITH-<cipher>-{GCM-<hash>,
+ * CHACHA20-POLY1305-<hash>} and TLS1-3-{AES-*-GCM,CHACHA20-POLY1305}-<hash>.
  */
 static bool
-suite_acceptable(int id)
+suite_acceptable(const char *name)
+{
+	if (name == NULL || (strncmp(name, "TLS-ECDHE-ECDSA-WITH-", 21) != 0 &&
+	    strncmp(name, "TLS-ECDHE-RSA-WITH-", 19) != 0 && strncmp(name, TLS13_PREFIX, strlen(TLS13_PREFIX)) != 0))
+		return false;
+	return strstr(name, "-GCM-") != NULL || strstr(name, "CHACHA20-POLY1305-") != NULL;
+}
+
+unsigned
+tls_suite_version(int id)
 {
 	const char *name = mbedtls_ssl_get_ciphersuite_name(id);
 
-	if (name == NULL || (strncmp(name, "TLS-ECDHE-ECDSA-WITH-", 21) != 0 &&
-	    strncmp(name, "TLS-ECDHE-RSA-WITH-", 19) != 0))
-		return false;
-	return strstr(name, "-GCM-") != NULL || strstr(name, "-CHACHA20-POLY1305-") != NULL;
+	return name != NULL && strncmp(name, TLS13_PREFIX, strlen(TLS13_PREFIX)) == 0 ? TLS_V13 : TLS_V12;
+}
+
+unsigned
+tls_versions_available(void)
+{
+	return TLS_V12 | (compat_tls13() ? TLS_V13 : 0);
+}
+
+int
+tls_version_lookup(const char *name, const char **why)
+{
+	static const struct {
+		const char *name;
+		unsigned bit;
+	} versions[] = {
+		{ "1.2", TLS_V12 }, { "tlsv1.2", TLS_V12 }, { "1.3", TLS_V13 }, { "tlsv1.3", TLS_V13 },
+		{ "1.0", 0 }, { "tlsv1.0", 0 }, { "1.1", 0 }, { "tlsv1.1", 0 },
+	};
+
+	*why = NULL;
+	for (size_t i = 0; i < nitems(versions); i++) {
+		if (strcasecmp(name, versions[i].name) != 0)
+			continue;
+		if (versions[i].bit == 0) {
+			*why = "1.2 and 1.3 only";
+			return -1;
+		}
+		if ((tls_versions_available() & versions[i].bit) == 0) {
+			*why = "this mbedTLS (" MBEDTLS_VERSION_STRING ") has no TLS 1.3 server (3.6.6 or later has)";
+			return -1;
+		}
+		return (int)versions[i].bit;
+	}
+	return 0;
 }
 
 int
 tls_suite_lookup(const char *name, const char **why)
 {
 	char up[64];
+	const char *canon = up;
 	size_t len = strlen(name);
 	int id = 0;
 
@@ -97,13 +154,16 @@ tls_suite_lookup(const char *name, const char **why)
 		return 0;
 	for (size_t i = 0; i <= len; i++)
 		up[i] = (char)toupper((unsigned char)name[i]);
-	if ((id = mbedtls_ssl_get_ciphersuite_id(up)) == 0)
-		for (size_t i = 0; i < nitems(suite_aliases) && id == 0; i++)
-			if (strcmp(up, suite_aliases[i].openssl) == 0)
-				id = mbedtls_ssl_get_ciphersuite_id(suite_aliases[i].mbedtls);
-	if (id == 0)
+	for (size_t i = 0; i < nitems(suite_aliases) && canon == up; i++)
+		if (strcmp(up, suite_aliases[i].openssl) == 0)
+			canon = suite_aliases[i].mbedtls;
+	if (strncmp(canon, TLS13_PREFIX, strlen(TLS13_PREFIX)) == 0 && !compat_tls13()) {
+		*why = "a TLS 1.3 suite, and this mbedTLS (" MBEDTLS_VERSION_STRING ") has no TLS 1.3 server";
+		return -1;
+	}
+	if ((id = mbedtls_ssl_get_ciphersuite_id(canon)) == 0)
 		return 0;
-	if (!suite_acceptable(id)) {
+	if (!suite_acceptable(mbedtls_ssl_get_ciphersuite_name(id))) {
 		*why = "only ECDHE key exchange with an AEAD cipher (GCM or ChaCha20-Poly1305)";
 		return -1;
 	}
@@ -150,7 +210,7 @@ tls_suites_default(int *out, size_t cap)
 
 	for (size_t i = 0; i < nitems(default_suites) && n < cap; i++) {
 		int id = mbedtls_ssl_get_ciphersuite_id(default_suites[i]);
-		if (id != 0)
+		if (id != 0 && (tls_suite_version(id) & tls_versions_available()) != 0)
 			out[n++] = id;
 	}
 	return n;

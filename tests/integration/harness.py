@@ -848,3 +848,44 @@ class ClassDaemonCase(unittest.TestCase):
 
     def tearDown(self):
         self.ledger.check(timeout=self.ledger_timeout)
+
+
+# ---------------------------------------------------------------- TLS versions
+# (added for TLS 1.3 on mbedTLS 3.6; nothing above changed)
+
+_tls13 = []
+
+
+def tls13():
+    """Whether the funneld under test offers TLS 1.3 (Debian 13's mbedTLS 3.6
+    does, Debian 12's 2.28 does not): asked of funneld itself, with `-t` on
+    a configuration that names versions = 1.3."""
+    if not _tls13:
+        cert, key = leaf_once(TARGET)
+        d = tempfile.mkdtemp(prefix="fd-v13-", dir="/tmp")
+        try:
+            path = os.path.join(d, "funneld.conf")
+            with open(path, "w") as f:
+                f.write(base_config("unix:" + os.path.join(d, "f.sock"), cert, key,
+                                    [(f"{TARGET}:443", os.path.join(d, "b.sock"))], extra_tls="versions = 1.3\n"))
+            p = subprocess.run([FUNNELD, "-t", "-c", path], capture_output=True, text=True, timeout=60)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+        if p.returncode != 0 and "not available" not in p.stderr:
+            raise AssertionError(f"funneld -t failed: {p.stderr}")
+        _tls13.append(p.returncode == 0)
+    return _tls13[0]
+
+
+def best_tls():
+    """The version a client offering everything gets: "TLSv1.3" or "TLSv1.2"."""
+    return "TLSv1.3" if tls13() else "TLSv1.2"
+
+
+TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+
+
+def pin_version(ctx, version):
+    """ctx offering only TLS version ("1.2" or "1.3"); returns ctx."""
+    ctx.minimum_version = ctx.maximum_version = TLS_VERSIONS[version]
+    return ctx

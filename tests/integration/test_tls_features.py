@@ -1,13 +1,20 @@
 """TLS features of funneld seen from real clients: SNI and several
 certificates, ALPN, session resumption (tickets, session-ID cache, several
-workers, ticket rotation, reload), and the protocol/cipher/curve policy.
+workers, ticket rotation, reload, bounded per-name partitions), the
+protocol/cipher/curve policy, and records behind a warning alert.  The
+SNI, ALPN and ticket tests run once with TLS 1.2 clients and once with
+TLS 1.3 clients (the *TLS13Test classes; each of their tests skips where
+funneld's mbedTLS has no TLS 1.3, as Debian 12's 2.28).
 
 Clients are Python's ssl (OpenSSL) speaking through the ingress preamble
-(harness.TLSStream), and `openssl s_client` through the funnel-relay test
-tool when it is built (build/tests/tools/funnel-relay).
+(harness.TLSStream), `openssl s_client` through the funnel-relay test
+tool when it is built (build/tests/tools/funnel-relay), and mbedTLS's own
+client through ctypes where neither can send what is needed.
 
 Everything is on Unix sockets or loopback; waits are bounded polls.
 """
+import ctypes
+import ctypes.util
 import os
 import shutil
 import signal
@@ -256,12 +263,18 @@ def s_client(port, args, timeout=30):
 
 # ---------------------------------------------------------------- base
 
+NO_TLS13 = "this funneld's mbedTLS has no TLS 1.3 server (Debian 12's 2.28; Debian 13's 3.6 has)"
+
+
 class FunneldCase(unittest.TestCase):
-    """Starts one funneld for the class (setUpClass → cls.config())."""
+    """Starts one funneld for the class (setUpClass → cls.config()).
+    tls = "1.2" / "1.3": the clients of self.ctx() offer only that version
+    (the "1.3" classes skip each test where funneld has no TLS 1.3)."""
 
     workers = 1
     extra_tls = ""
     cert = "node"
+    tls = None
 
     @classmethod
     def backends(cls, wd):
@@ -272,6 +285,9 @@ class FunneldCase(unittest.TestCase):
         cls.wd = Workdir()
         cls.listen = cls.wd("funneld.sock")
         cls.be = {}
+        cls.f = None
+        if cls.tls == "1.3" and not harness.tls13():
+            return
         try:
             backends = cls.backends(cls.wd)
             for b in backends:
@@ -287,9 +303,8 @@ class FunneldCase(unittest.TestCase):
 
     @classmethod
     def _teardown(cls):
-        f = getattr(cls, "f", None)
-        if f is not None:
-            f.stop()
+        if cls.f is not None:
+            cls.f.stop()
         for b in cls.be.values():
             b.close()
         cls.wd.cleanup()
@@ -298,7 +313,23 @@ class FunneldCase(unittest.TestCase):
     def tearDownClass(cls):
         cls._teardown()
 
+    def setUp(self):
+        if self.f is None:
+            self.skipTest(NO_TLS13)
+
     # -- helpers
+
+    def ctx(self, alpn=None, verify_name=True):
+        """A client context of this class's TLS version."""
+        ctx = client_context(alpn=alpn)
+        if self.tls is not None:
+            harness.pin_version(ctx, self.tls)
+        ctx.check_hostname = verify_name
+        return ctx
+
+    def s_client_version(self):
+        """The s_client flag of this class's TLS version."""
+        return {"1.2": ["-tls1_2"], "1.3": ["-tls1_3"]}.get(self.tls, [])
 
     def record(self, src, timeout=20):
         """The log record of the connection whose Tailscale-Ingress-Src was src."""
@@ -308,21 +339,28 @@ class FunneldCase(unittest.TestCase):
 
     def open(self, **kw):
         src = kw.pop("src", None) or next_src()
+        kw.setdefault("ctx", self.ctx())
         st, hello = dial(self.listen, src=src, **kw)
         return st, src
 
     def ok(self, payload=b"ping", **kw):
         """A connection that must work end to end; returns (stream info, record)."""
         st, src = self.open(**kw)
-        info = {
-            "version": st.obj.version(),
-            "cipher": st.obj.cipher()[0],
-            "alpn": st.obj.selected_alpn_protocol(),
-            "san": dict(st.obj.getpeercert() or {}).get("subjectAltName"),
-            "reused": st.obj.session_reused,
-            "session": st.obj.session,
-        }
-        self.assertEqual(roundtrip(st, payload), payload, "data did not make the round trip")
+        try:
+            got = exchange(st, payload)
+            # After data: a TLS 1.3 ticket comes after the handshake.
+            info = {
+                "version": st.obj.version(),
+                "cipher": st.obj.cipher()[0],
+                "alpn": st.obj.selected_alpn_protocol(),
+                "san": dict(st.obj.getpeercert() or {}).get("subjectAltName"),
+                "reused": st.obj.session_reused,
+                "session": st.obj.session,
+            }
+            st.close_notify()
+        finally:
+            st.close()
+        self.assertEqual(got, payload, "data did not make the round trip")
         rec = self.record(src)
         self.assertEqual(rec.get("result"), "ok", rec)
         return info, rec
@@ -333,8 +371,11 @@ class FunneldCase(unittest.TestCase):
         be = self.be[backend_sock]
         n0 = be.count()
         src = kw.pop("src", None) or next_src()
+        kw.setdefault("ctx", self.ctx())
         try:
             st, _ = dial(self.listen, src=src, **kw)
+            # A TLS 1.3 client finishes before it reads the server's verdict.
+            exchange(st, b"x")
         except (ssl.SSLError, ConnectionError) as e:
             err = e
         else:
@@ -347,11 +388,42 @@ class FunneldCase(unittest.TestCase):
         return err, rec
 
 
+def exchange(st, payload):
+    """Echo backend: send payload, read as many bytes back."""
+    st.sendall(payload)
+    got = b""
+    while len(got) < len(payload):
+        chunk = st.recv()
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def tls13(cls):
+    """cls's tests again, with clients that offer TLS 1.3 only."""
+    name = cls.__name__.replace("Test", "TLS13Test")
+    return type(name, (cls,), {"tls": "1.3", "__module__": cls.__module__,
+                               "__doc__": f"{cls.__name__}, over TLS 1.3."})
+
+
+def unrecognized_name(testcase, err):
+    testcase.assertIsInstance(err, ssl.SSLError)
+    text = f"{getattr(err, 'reason', '')} {err}"
+    testcase.assertTrue("TLSV1_UNRECOGNIZED_NAME" in text or "unrecognized name" in text,
+                        f"expected an unrecognized_name alert, got {err!r}")
+
+
 # ---------------------------------------------------------------- 1. SNI
+
+WILD_CERT_NAME = "*.svc.example.ts.net"
+
 
 class SNITest(FunneldCase):
     """[tls] cert for node, [backend other] with its own, [backend api.svc]
-    with a wildcard *.svc.example.ts.net."""
+    with a wildcard *.svc.example.ts.net.  The SNI may pick only among the
+    certificates of the backend the target routed to (DESIGN.md §1.4)."""
+    tls = "1.2"
 
     @classmethod
     def backends(cls, wd):
@@ -366,77 +438,137 @@ class SNITest(FunneldCase):
 
     def test_sni_of_target_gets_target_certificate(self):
         info, rec = self.ok(server_hostname=TARGET)
+        self.assertEqual(info["version"], f"TLSv{self.tls}")
         self.assertEqual(self.san(info), [TARGET])
         self.assertEqual(rec["sni"], TARGET)
         self.assertEqual(rec["backend"], self.wd("node.sock"))
 
-    def test_sni_of_other_certificate_switches_to_it(self):
-        info, rec = self.ok(server_hostname=OTHER)
-        self.assertEqual(self.san(info), [OTHER])
-        self.assertEqual(rec["sni"], OTHER)
-        # The certificate follows SNI; the backend still follows the target.
-        self.assertEqual(rec["backend"], self.wd("node.sock"))
-        info, rec = self.ok(server_hostname=TARGET, target=f"{OTHER}:443")
-        self.assertEqual(self.san(info), [TARGET])
-        self.assertEqual(rec["backend"], self.wd("other.sock"))
+    def test_each_backend_serves_its_own_certificate(self):
+        for target, name, san, sock in [(OTHER, OTHER, OTHER, "other.sock"),
+                                        (WILD_TARGET, "x.svc.example.ts.net", WILD_CERT_NAME, "wild.sock")]:
+            with self.subTest(target=target):
+                info, rec = self.ok(server_hostname=name, target=f"{target}:443")
+                self.assertEqual(self.san(info), [san])
+                self.assertEqual(rec["sni"], name)
+                self.assertEqual(rec["backend"], self.wd(sock))
+
+    def test_sni_of_another_backend_is_refused(self):
+        # Issue 13 #4: SNI chose the certificate among all configured ones
+        # while the target chose the backend, so a client got another
+        # backend's valid certificate and its bytes went to this one.
+        ctx = self.ctx(verify_name=False)
+        for target, sock, name in [(TARGET, "node.sock", OTHER), (OTHER, "other.sock", TARGET),
+                                   (TARGET, "node.sock", "x.svc.example.ts.net")]:
+            with self.subTest(target=target, sni=name):
+                counts = {p: b.count() for p, b in self.be.items()}
+                err, rec = self.refused(self.wd(sock), ctx=ctx, server_hostname=name, target=f"{target}:443")
+                unrecognized_name(self, err)
+                self.assertTrue(rec.get("reason", "").startswith("unrecognized_name"), rec)
+                self.assertEqual(rec.get("tls"), "-")
+                # The other backends were not even connected.
+                for p, b in self.be.items():
+                    if p != self.wd(sock):
+                        self.assertEqual(b.count(), counts[p], f"{p} was connected")
 
     def test_no_sni_gets_certificate_of_the_target(self):
-        ctx = client_context()
-        ctx.check_hostname = False
+        ctx = self.ctx(verify_name=False)
         for target, name, sock in [(TARGET, TARGET, "node.sock"), (OTHER, OTHER, "other.sock"),
-                                   (WILD_TARGET, "*.svc.example.ts.net", "wild.sock")]:
+                                   (WILD_TARGET, WILD_CERT_NAME, "wild.sock")]:
             with self.subTest(target=target):
                 info, rec = self.ok(ctx=ctx, server_hostname=None, target=f"{target}:443")
                 self.assertEqual(self.san(info), [name])
                 self.assertEqual(rec["sni"], "-")
                 self.assertEqual(rec["backend"], self.wd(sock))
 
-    def test_sni_is_case_insensitive(self):
+    def test_sni_is_case_insensitive_and_may_end_in_a_dot(self):
         info, rec = self.ok(server_hostname="NODE.Example.TS.net")
         self.assertEqual(self.san(info), [TARGET])
-        info, rec = self.ok(server_hostname="Other.EXAMPLE.ts.net")
+        self.assertEqual(rec["sni"], TARGET)
+        info, rec = self.ok(server_hostname="Other.EXAMPLE.ts.net", target=f"{OTHER}:443")
         self.assertEqual(self.san(info), [OTHER])
+        info, rec = self.ok(ctx=self.ctx(verify_name=False), server_hostname=TARGET + ".")
+        self.assertEqual(self.san(info), [TARGET])
+        self.assertEqual(rec["sni"], TARGET)
 
     def test_wildcard_certificate_covers_one_label(self):
-        info, rec = self.ok(server_hostname="x.svc.example.ts.net")
-        self.assertEqual(self.san(info), ["*.svc.example.ts.net"])
-        self.assertEqual(rec["backend"], self.wd("node.sock"))
-        ctx = client_context()
-        ctx.check_hostname = False
-        err, rec = self.refused(self.wd("node.sock"), ctx=ctx, server_hostname="a.b.svc.example.ts.net")
+        info, rec = self.ok(server_hostname="x.svc.example.ts.net", target=f"{WILD_TARGET}:443")
+        self.assertEqual(self.san(info), [WILD_CERT_NAME])
+        self.assertEqual(rec["backend"], self.wd("wild.sock"))
+        err, rec = self.refused(self.wd("wild.sock"), ctx=self.ctx(verify_name=False),
+                                server_hostname="a.b.svc.example.ts.net", target=f"{WILD_TARGET}:443")
         self.assertIn("unrecognized_name", rec.get("reason", ""))
 
     def test_unknown_sni_fails_with_unrecognized_name(self):
-        ctx = client_context()
-        ctx.check_hostname = False
+        ctx = self.ctx(verify_name=False)
         for name in ["unknown.example.com", "example.ts.net", "node.example.ts.net.evil"]:
             with self.subTest(sni=name):
                 err, rec = self.refused(self.wd("node.sock"), ctx=ctx, server_hostname=name)
-                self.assertIsInstance(err, ssl.SSLError)
-                text = f"{getattr(err, 'reason', '')} {err}"
-                self.assertTrue("TLSV1_UNRECOGNIZED_NAME" in text or "unrecognized name" in text,
-                                f"expected an unrecognized_name alert, got {err!r}")
+                unrecognized_name(self, err)
                 self.assertTrue(rec.get("reason", "").startswith("unrecognized_name"), rec)
                 self.assertEqual(rec.get("sni"), name)
                 self.assertEqual(rec.get("tls"), "-")
 
+    def test_sni_must_be_a_host_name(self):
+        # Issue 13 #3: only NUL was refused, so CR, LF and ESC in a label a
+        # wildcard covers reached the log line, the PROXY v2 AUTHORITY TLV
+        # and the ticket partitions.  Python's ssl will not send such a
+        # name: its ClientHello carries a placeholder of the same length,
+        # replaced on the wire (nothing signs a ClientHello).
+        label = "p" * 28
+        placeholder = f"{label}.svc.example.ts.net"
+        bad = ["x\r\nfunneld: conn 9 forged=1", "esc\x1b[2J\x1b[31mred", "tab\tand space",
+               "caf\u00e9".encode().decode("latin-1"), "semi;colon\"quote", "slash/back\\slash"]
+        be = self.be[self.wd("wild.sock")]
+        for b in bad:
+            with self.subTest(label=b):
+                raw = b.encode("latin-1").ljust(len(label), b"z")
+                n0 = be.count()
+                src = next_src()
+                st = Stream(None, self.ctx(verify_name=False), placeholder)
+                hello = st.client_hello()
+                self.assertIn(placeholder.encode(), hello)
+                hello = hello.replace(label.encode(), raw)
+                s = connect(self.listen, 20)
+                try:
+                    s.sendall(ingress_head(src=src, target=f"{WILD_TARGET}:443") + hello)
+                    data, _ = harness.read_to_eof(s, timeout=10)
+                finally:
+                    s.close()
+                self.assertTrue(data.startswith(RESPONSE_101), data[:80])
+                alert = data[len(RESPONSE_101):]
+                self.assertEqual((alert[:1], alert[5:7]), (b"\x15", b"\x02\x70"),
+                                 f"expected a fatal unrecognized_name alert and nothing else, got {alert[:40]!r}")
+                rec = self.record(src)
+                self.assertTrue(rec.get("reason", "").startswith("unrecognized_name"), rec)
+                self.assertEqual(rec.get("sni"), "-", "a name that is no host name was kept")
+                self.assertEqual(bytes(be.conn(n0)["data"]), b"")
+        self.assertNotIn("forged", self.f.log())
+        self.assertNotIn("\x1b", self.f.log())
+
     def test_openssl_s_client_through_relay(self):
-        port = start_relay(self, self.wd, self.listen, f"{TARGET}:443")
-        rc, out = s_client(port, ["-servername", OTHER, "-verify_return_error", "-verify_hostname", OTHER])
-        # OpenSSL 3.0 (Debian 12) prints "CN = name", 3.5 (Debian 13) "CN=name".
-        self.assertRegex(out, r"CN ?= ?other\.example\.ts\.net")
+        v = self.s_client_version()
+        port = start_relay(self, self.wd, self.listen, f"{OTHER}:443")
+        rc, out = s_client(port, v + ["-servername", OTHER, "-verify_return_error", "-verify_hostname", OTHER])
+        self.assertRegex(out, r"CN ?= ?other\.example\.ts\.net")     # OpenSSL 3.5 drops the spaces
         self.assertIn("Verify return code: 0 (ok)", out)
-        rc, out = s_client(port, ["-noservername", "-verify_return_error"])
+        self.assertRegex(out, rf"(?m)^New, TLSv{self.tls}, ")
+        port = start_relay(self, self.wd, self.listen, f"{TARGET}:443")
+        rc, out = s_client(port, v + ["-noservername", "-verify_return_error"])
         self.assertRegex(out, r"subject=.*CN ?= ?node\.example\.ts\.net")
         self.assertIn("Verify return code: 0 (ok)", out)
-        rc, out = s_client(port, ["-servername", "nobody.example.org"])
-        self.assertNotEqual(rc, 0, out)
-        self.assertIn("unrecognized name", out)
+        for name in (OTHER, "nobody.example.org"):
+            rc, out = s_client(port, v + ["-servername", name])
+            self.assertNotEqual(rc, 0, out)
+            self.assertIn("unrecognized name", out)
+
+
+SNITLS13Test = tls13(SNITest)
 
 
 # ---------------------------------------------------------------- 2. ALPN
 
 class ALPNTest(FunneldCase):
+    tls = "1.2"
     extra_tls = "alpn = h2, http/1.1\n"
 
     @classmethod
@@ -445,27 +577,28 @@ class ALPNTest(FunneldCase):
                 (f"{OTHER}:443", wd("noalpn.sock"), "alpn =\n")]
 
     def test_h2_offered_gets_h2(self):
-        info, rec = self.ok(ctx=client_context(alpn=["h2", "http/1.1"]))
+        info, rec = self.ok(ctx=self.ctx(alpn=["h2", "http/1.1"]))
         self.assertEqual(info["alpn"], "h2")
         self.assertEqual(rec["alpn"], "h2")
+        self.assertEqual(rec["tls"], f"TLSv{self.tls}")
 
     def test_server_preference_wins(self):
-        info, rec = self.ok(ctx=client_context(alpn=["http/1.1", "h2"]))
+        info, rec = self.ok(ctx=self.ctx(alpn=["http/1.1", "h2"]))
         self.assertEqual(info["alpn"], "h2")
         self.assertEqual(rec["alpn"], "h2")
 
     def test_http11_only_gets_http11(self):
-        info, rec = self.ok(ctx=client_context(alpn=["http/1.1"]))
+        info, rec = self.ok(ctx=self.ctx(alpn=["http/1.1"]))
         self.assertEqual(info["alpn"], "http/1.1")
         self.assertEqual(rec["alpn"], "http/1.1")
 
     def test_no_alpn_offered_is_fine(self):
-        info, rec = self.ok(ctx=client_context())
+        info, rec = self.ok(ctx=self.ctx())
         self.assertIsNone(info["alpn"])
         self.assertEqual(rec["alpn"], "-")
 
     def test_no_common_protocol_fails_with_no_application_protocol(self):
-        err, rec = self.refused(self.wd("node.sock"), ctx=client_context(alpn=["spdy/3"]))
+        err, rec = self.refused(self.wd("node.sock"), ctx=self.ctx(alpn=["spdy/3"]))
         self.assertIsInstance(err, ssl.SSLError)
         text = f"{getattr(err, 'reason', '')} {err}".lower()
         self.assertTrue("no application protocol" in text or "no_application_protocol" in text,
@@ -474,23 +607,37 @@ class ALPNTest(FunneldCase):
     def test_no_common_protocol_logged_as_no_application_protocol(self):
         # The log/metrics reason should name the alert, as unrecognized_name does
         # for SNI, not a generic "bad_client_hello".
-        err, rec = self.refused(self.wd("node.sock"), ctx=client_context(alpn=["spdy/3"]))
+        err, rec = self.refused(self.wd("node.sock"), ctx=self.ctx(alpn=["spdy/3"]))
         self.assertTrue(rec.get("reason", "").startswith("no_application_protocol"),
                         f"reason {rec.get('reason')!r}")
 
     def test_empty_alpn_in_backend_negotiates_nothing(self):
         for offer in (["h2", "http/1.1"], ["spdy/3"]):
             with self.subTest(offer=offer):
-                info, rec = self.ok(ctx=client_context(alpn=offer), target=f"{OTHER}:443",
-                                    server_hostname=TARGET)
+                info, rec = self.ok(ctx=self.ctx(alpn=offer), target=f"{OTHER}:443", server_hostname=TARGET)
                 self.assertIsNone(info["alpn"])
                 self.assertEqual(rec["alpn"], "-")
                 self.assertEqual(rec["backend"], self.wd("noalpn.sock"))
 
 
+ALPNTLS13Test = tls13(ALPNTest)
+
+
 # ---------------------------------------------------------------- 3. resumption
 
+A_SVC = "a.svc.example.ts.net"          # two names one wildcard certificate covers
+B_SVC = "b.svc.example.ts.net"
+
+
+def with_wildcard(wd):
+    wc, wk = CERTS["wild"]
+    return [(f"{TARGET}:443", wd("node.sock"), ""),
+            (f"{WILD_TARGET}:443", wd("wild.sock"), f"cert = {wc}\nkey = {wk}\n")]
+
+
 class ResumptionBase(FunneldCase):
+    tls = "1.2"
+
     def first(self, ctx, **kw):
         info, rec = self.ok(ctx=ctx, **kw)
         self.assertFalse(info["reused"], "the first connection cannot be a resumption")
@@ -512,22 +659,21 @@ class TicketResumptionTest(ResumptionBase):
 
     @classmethod
     def backends(cls, wd):
-        oc, ok = CERTS["other"]
-        return [(f"{TARGET}:443", wd("node.sock"), ""),
-                (f"{OTHER}:443", wd("other.sock"), f"cert = {oc}\nkey = {ok}\n")]
+        return with_wildcard(wd)
 
     def test_ticket_resumes(self):
-        ctx = client_context()
+        ctx = self.ctx()
         sess = self.first(ctx)
         self.assertTrue(sess.has_ticket, "no session ticket issued with session_tickets = yes (default)")
         for _ in range(3):
             reused, hello = self.resume(ctx, sess)
-            _, _, exts = parse_client_hello(hello)
-            self.assertTrue(exts.get(EXT_SESSION_TICKET), "the client did not offer its ticket")
+            if self.tls == "1.2":
+                _, _, exts = parse_client_hello(hello)
+                self.assertTrue(exts.get(EXT_SESSION_TICKET), "the client did not offer its ticket")
             self.assertTrue(reused, "a valid session ticket was not accepted")
 
     def test_resumption_survives_reload(self):
-        ctx = client_context()
+        ctx = self.ctx()
         sess = self.first(ctx)
         n = self.f.log().count("configuration reloaded")
         self.f.signal(signal.SIGHUP)
@@ -538,30 +684,31 @@ class TicketResumptionTest(ResumptionBase):
     def test_session_not_resumed_under_another_server_name(self):
         # RFC 6066 section 3: a server "MUST NOT accept the request to resume
         # the session if the server_name extension contains a different name.
-        # Instead, it proceeds with a full handshake".  Here the two names
-        # even have different certificates: resuming would hand the client a
-        # session authenticated by OTHER's certificate under TARGET's name.
-        ctx = client_context()
-        ctx.check_hostname = False
-        sess = self.first(ctx, server_hostname=OTHER)
-        reused, _ = self.resume(ctx, sess, server_hostname=OTHER)
+        # Instead, it proceeds with a full handshake".  Both names are on one
+        # wildcard certificate of one backend: only the binding of sessions
+        # to names tells them apart.
+        ctx = self.ctx()
+        target = f"{WILD_TARGET}:443"
+        sess = self.first(ctx, server_hostname=A_SVC, target=target)
+        reused, _ = self.resume(ctx, sess, server_hostname=A_SVC, target=target)
         self.assertTrue(reused)
-        reused, _ = self.resume(ctx, sess, server_hostname=TARGET)
-        self.assertFalse(reused, "a session of SNI other.example.ts.net was resumed under SNI "
-                                 "node.example.ts.net")
+        reused, _ = self.resume(ctx, sess, server_hostname=B_SVC, target=target)
+        self.assertFalse(reused, f"a session of SNI {A_SVC} was resumed under SNI {B_SVC}")
+
+
+TicketResumptionTLS13Test = tls13(TicketResumptionTest)
 
 
 class CacheResumptionTest(ResumptionBase):
+    """Session IDs: TLS 1.2 only (1.3 resumes with tickets alone)."""
     extra_tls = "session_tickets = no\n"
 
     @classmethod
     def backends(cls, wd):
-        oc, ok = CERTS["other"]
-        return [(f"{TARGET}:443", wd("node.sock"), ""),
-                (f"{OTHER}:443", wd("other.sock"), f"cert = {oc}\nkey = {ok}\n")]
+        return with_wildcard(wd)
 
     def test_session_id_resumes(self):
-        ctx = client_context()
+        ctx = self.ctx()
         sess = self.first(ctx)
         self.assertFalse(sess.has_ticket, "a session ticket was issued with session_tickets = no")
         self.assertTrue(sess.id, "no session ID to resume with")
@@ -572,12 +719,12 @@ class CacheResumptionTest(ResumptionBase):
             self.assertTrue(reused, "a cached session ID was not resumed")
 
     def test_session_not_resumed_under_another_server_name(self):
-        ctx = client_context()
-        ctx.check_hostname = False
-        sess = self.first(ctx, server_hostname=OTHER)
-        reused, _ = self.resume(ctx, sess, server_hostname=TARGET)
-        self.assertFalse(reused, "a cached session of SNI other.example.ts.net was resumed under SNI "
-                                 "node.example.ts.net (RFC 6066 section 3)")
+        ctx = self.ctx()
+        target = f"{WILD_TARGET}:443"
+        sess = self.first(ctx, server_hostname=A_SVC, target=target)
+        reused, _ = self.resume(ctx, sess, server_hostname=B_SVC, target=target)
+        self.assertFalse(reused, f"a cached session of SNI {A_SVC} was resumed under SNI {B_SVC} "
+                                 "(RFC 6066 section 3)")
 
 
 class WorkersMixin:
@@ -616,17 +763,20 @@ class WorkersMixin:
 
 class WorkersTicketTest(WorkersMixin, ResumptionBase):
     def test_tickets_resume_on_every_worker(self):
-        ctx = client_context()
+        ctx = self.ctx()
         sess = self.first(ctx)
         self.assertTrue(sess.has_ticket)
         self.many(ctx, sess)
+
+
+WorkersTicketTLS13Test = tls13(WorkersTicketTest)
 
 
 class WorkersCacheTest(WorkersMixin, ResumptionBase):
     extra_tls = "session_tickets = no\n"
 
     def test_session_cache_shared_by_workers(self):
-        ctx = client_context()
+        ctx = self.ctx()
         sess = self.first(ctx)
         self.assertFalse(sess.has_ticket)
         self.many(ctx, sess)
@@ -637,7 +787,7 @@ class TicketRotationTest(ResumptionBase):
     extra_tls = f"ticket_rotation = {ROTATION}s\n"
 
     def test_ticket_refused_after_two_rotations(self):
-        ctx = client_context()
+        ctx = self.ctx()
         t0 = time.monotonic()
         sess = self.first(ctx)
         self.assertTrue(sess.has_ticket)
@@ -653,9 +803,181 @@ class TicketRotationTest(ResumptionBase):
         wait_for(lambda: time.monotonic() > t0 + 2 * self.ROTATION + 1, 2 * self.ROTATION + 5,
                  interval=0.1, what="two ticket rotations")
         reused, hello = self.resume(ctx, sess)
-        _, _, exts = parse_client_hello(hello)
-        self.assertTrue(exts.get(EXT_SESSION_TICKET), "the client did not offer the old ticket")
+        if self.tls == "1.2":
+            _, _, exts = parse_client_hello(hello)
+            self.assertTrue(exts.get(EXT_SESSION_TICKET), "the client did not offer the old ticket")
         self.assertFalse(reused, "a ticket older than two rotations was still accepted")
+
+
+TicketRotationTLS13Test = tls13(TicketRotationTest)
+
+
+class PartitionTest(ResumptionBase):
+    """Issue 13 #5: with a wildcard certificate a client can invent server
+    names without end, and every name had a ticket partition (with a
+    10,000-session cache) for the life of the process: 256 invented names
+    used up the table, and every later name went without resumption.  The
+    table is bounded and evicts the least recently used name, invented
+    (wildcard-only) names first: a configured name and a name in use keep
+    their sessions, a new name still gets a working ticket, and an evicted
+    name's ticket just does not resume."""
+    INVENTED = 300
+
+    @classmethod
+    def backends(cls, wd):
+        return with_wildcard(wd)
+
+    def full(self, ctx, name):
+        """A full handshake under a new name, as fast as it goes."""
+        st, _ = dial(self.listen, ctx=ctx, server_hostname=name, target=f"{WILD_TARGET}:443")
+        self.assertEqual(roundtrip(st, b"n"), b"n")
+
+    def test_invented_names_do_not_take_resumption_away(self):
+        ctx = self.ctx()
+        wild = {"target": f"{WILD_TARGET}:443"}
+        exact = self.first(ctx)
+        hot = self.first(ctx, server_hostname="hot.svc.example.ts.net", **wild)
+        cold = self.first(ctx, server_hostname="cold.svc.example.ts.net", **wild)
+        for i in range(self.INVENTED):
+            self.full(ctx, f"n{i}.svc.example.ts.net")
+            if i % 25 == 0:
+                reused, _ = self.resume(ctx, hot, server_hostname="hot.svc.example.ts.net", **wild)
+                self.assertTrue(reused, f"a name in use lost its resumption after {i} invented names")
+        reused, _ = self.resume(ctx, exact)
+        self.assertTrue(reused, f"{TARGET} (on its certificate) lost its resumption to invented names")
+        reused, _ = self.resume(ctx, hot, server_hostname="hot.svc.example.ts.net", **wild)
+        self.assertTrue(reused, "a name in use lost its resumption to invented names")
+        fresh = self.first(ctx, server_hostname="fresh.svc.example.ts.net", **wild)
+        self.assertTrue(fresh.has_ticket, "a new name got no ticket")
+        reused, _ = self.resume(ctx, fresh, server_hostname="fresh.svc.example.ts.net", **wild)
+        self.assertTrue(reused, f"a new name cannot resume after {self.INVENTED} invented names")
+        reused, _ = self.resume(ctx, cold, server_hostname="cold.svc.example.ts.net", **wild)
+        self.assertFalse(reused, "the least recently used invented name kept its partition")
+
+
+PartitionTLS13Test = tls13(PartitionTest)
+
+
+# ---------------------------------------------------------------- a warning alert before data
+
+class MbedClient:
+    """A TLS 1.2 client on this machine's mbedTLS, through ctypes: it can send
+    what Python's ssl and s_client cannot (a warning alert), with what
+    follows in the same segment.  No certificate check: it is the server's
+    handling of records that is tested."""
+
+    WANT_READ = -0x6900
+
+    def __init__(self, sock, hostname):
+        libs = {}
+        for n in ("mbedcrypto", "mbedx509", "mbedtls"):
+            path = ctypes.util.find_library(n)
+            if path is None:
+                raise unittest.SkipTest(f"lib{n} not found")
+            libs[n] = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+        self.c, self.t = libs["mbedcrypto"], libs["mbedtls"]
+        p, n = ctypes.c_void_p, ctypes.c_size_t
+        self.c.mbedtls_ctr_drbg_seed.argtypes = [p, p, p, p, n]
+        self.t.mbedtls_ssl_write.argtypes = [p, p, n]
+        self.t.mbedtls_ssl_read.argtypes = [p, p, n]
+        if hasattr(self.c, "psa_crypto_init"):
+            self.c.psa_crypto_init()
+        self.sock = sock
+        self.batch = None
+        # Opaque contexts, generously sized for either mbedTLS line.
+        self.ssl, self.conf, self.drbg, self.ent = (ctypes.create_string_buffer(1 << 16) for _ in range(4))
+        cb = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_ubyte), ctypes.c_size_t)
+        self._send, self._recv = cb(self.bio_send), cb(self.bio_recv)
+        c, t = self.c, self.t
+        c.mbedtls_entropy_init(self.ent)
+        c.mbedtls_ctr_drbg_init(self.drbg)
+        self.check(c.mbedtls_ctr_drbg_seed(self.drbg, c.mbedtls_entropy_func, self.ent, None, 0), "drbg_seed")
+        t.mbedtls_ssl_init(self.ssl)
+        t.mbedtls_ssl_config_init(self.conf)
+        self.check(t.mbedtls_ssl_config_defaults(self.conf, 0, 0, 0), "config_defaults")
+        t.mbedtls_ssl_conf_authmode(self.conf, 0)
+        t.mbedtls_ssl_conf_rng(self.conf, c.mbedtls_ctr_drbg_random, self.drbg)
+        t.mbedtls_ssl_conf_max_version(self.conf, 3, 3)
+        self.check(t.mbedtls_ssl_setup(self.ssl, self.conf), "ssl_setup")
+        self.check(t.mbedtls_ssl_set_hostname(self.ssl, hostname.encode()), "set_hostname")
+        t.mbedtls_ssl_set_bio(self.ssl, None, self._send, self._recv, None)
+
+    def check(self, ret, what):
+        if ret != 0:
+            raise AssertionError(f"mbedtls_{what}: -0x{-ret:04x}")
+
+    def bio_send(self, _, buf, n):
+        data = ctypes.string_at(buf, n)
+        if self.batch is not None:
+            self.batch += data
+        else:
+            self.sock.sendall(data)
+        return n
+
+    def bio_recv(self, _, buf, n):
+        try:
+            data = self.sock.recv(n)
+        except socket.timeout:
+            return -0x6800      # MBEDTLS_ERR_SSL_TIMEOUT: the test fails rather than hangs
+        ctypes.memmove(buf, data, len(data))
+        return len(data)
+
+    def handshake(self):
+        self.check(self.t.mbedtls_ssl_handshake(self.ssl), "ssl_handshake")
+
+    def send_in_one_segment(self, alert, data):
+        """(level, description) alert, then data, in one send()."""
+        self.batch = bytearray()
+        self.check(self.t.mbedtls_ssl_send_alert_message(self.ssl, alert[0], alert[1]), "send_alert_message")
+        if self.t.mbedtls_ssl_write(self.ssl, data, len(data)) != len(data):
+            raise AssertionError("mbedtls_ssl_write")
+        batch, self.batch = bytes(self.batch), None
+        self.sock.sendall(batch)
+
+    def read(self, n):
+        buf = ctypes.create_string_buffer(n)
+        while True:
+            ret = self.t.mbedtls_ssl_read(self.ssl, buf, n)
+            if ret != self.WANT_READ:
+                break
+        if ret < 0:
+            raise AssertionError(f"mbedtls_ssl_read: -0x{-ret:04x}")
+        return buf.raw[:ret]
+
+    def free(self):
+        self.t.mbedtls_ssl_free(self.ssl)
+        self.t.mbedtls_ssl_config_free(self.conf)
+        self.c.mbedtls_ctr_drbg_free(self.drbg)
+        self.c.mbedtls_entropy_free(self.ent)
+
+
+class WarningAlertTest(FunneldCase):
+    """Issue 13 #6: mbedtls_ssl_read() answers a no_renegotiation warning
+    alert with WANT_READ even when a record of data follows it in the same
+    segment; that record sat in funneld's read-ahead until idle_timeout (30s
+    here) while the connection waited for the socket."""
+    tls = "1.2"
+
+    def test_data_behind_a_no_renegotiation_alert_is_delivered(self):
+        s = connect(self.listen, 20)
+        try:
+            s.sendall(ingress_head(src=next_src()))
+            self.assertEqual(harness.recv_exact(s, len(RESPONSE_101)), RESPONSE_101)
+            s.settimeout(8)
+            c = MbedClient(s, TARGET)
+            try:
+                c.handshake()
+                c.send_in_one_segment((1, 100), b"after the alert")     # warning, no_renegotiation
+                t0 = time.monotonic()
+                got = b""
+                while len(got) < len(b"after the alert"):
+                    got += c.read(64)
+                self.assertEqual(got, b"after the alert")
+                self.assertLess(time.monotonic() - t0, 5, "the data waited for the idle timeout")
+            finally:
+                c.free()
+        finally:
+            s.close()
 
 
 # ---------------------------------------------------------------- 4. policy
@@ -667,6 +989,13 @@ OPENSSL_TO_MBEDTLS = {
     "ECDHE-RSA-CHACHA20-POLY1305": "TLS-ECDHE-RSA-WITH-CHACHA20-POLY1305-SHA256",
     "ECDHE-RSA-AES128-GCM-SHA256": "TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256",
     "ECDHE-RSA-AES256-GCM-SHA384": "TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384",
+}
+
+
+OPENSSL13_TO_MBEDTLS = {
+    "TLS_AES_128_GCM_SHA256": "TLS1-3-AES-128-GCM-SHA256",
+    "TLS_AES_256_GCM_SHA384": "TLS1-3-AES-256-GCM-SHA384",
+    "TLS_CHACHA20_POLY1305_SHA256": "TLS1-3-CHACHA20-POLY1305-SHA256",
 }
 
 
@@ -692,17 +1021,31 @@ def tls12_context(ciphers=None, curve=None):
 class PolicyTest(FunneldCase):
     """The default policy, ECDSA certificate."""
 
-    def test_modern_client_gets_tls12_aead(self):
+    def test_modern_client_gets_the_newest_version_and_aead(self):
         info, rec = self.ok(ctx=client_context())
+        self.assertEqual(info["version"], harness.best_tls())
+        self.assertEqual(rec["tls"], harness.best_tls())
+        if harness.tls13():
+            self.assertIn(info["cipher"], OPENSSL13_TO_MBEDTLS)
+            self.assertEqual(rec["cipher"], OPENSSL13_TO_MBEDTLS[info["cipher"]])
+        else:
+            self.assertRegex(info["cipher"], r"^ECDHE-ECDSA-.*(GCM|CHACHA20)")
+            self.assertEqual(rec["cipher"], OPENSSL_TO_MBEDTLS[info["cipher"]])
+
+    def test_tls12_client_gets_tls12_aead(self):
+        info, rec = self.ok(ctx=tls12_context())
         self.assertEqual(info["version"], "TLSv1.2")
         self.assertRegex(info["cipher"], r"^ECDHE-ECDSA-.*(GCM|CHACHA20)")
         self.assertEqual(rec["tls"], "TLSv1.2")
         self.assertEqual(rec["cipher"], OPENSSL_TO_MBEDTLS[info["cipher"]])
 
-    def test_tls13_only_client_refused(self):
-        ctx = client_context()
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-        self.refused(self.wd("node.sock"), ctx=ctx)
+    def test_tls13_only_client(self):
+        ctx = harness.pin_version(client_context(), "1.3")
+        if harness.tls13():
+            info, rec = self.ok(ctx=ctx)
+            self.assertEqual((info["version"], rec["tls"]), ("TLSv1.3", "TLSv1.3"))
+        else:
+            self.refused(self.wd("node.sock"), ctx=ctx)
 
     def test_server_preference_order(self):
         ctx = tls12_context("ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256:"
@@ -792,8 +1135,8 @@ class PolicyTest(FunneldCase):
 
 
 class CipherListTest(FunneldCase):
-    """`ciphers` sets the suites and the server's order."""
-    extra_tls = "ciphers = ECDHE-ECDSA-AES256-GCM-SHA384, TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256\n"
+    """`ciphers` sets the suites and the server's order (TLS 1.2 here)."""
+    extra_tls = "versions = 1.2\nciphers = ECDHE-ECDSA-AES256-GCM-SHA384, TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256\n"
 
     def test_configured_order(self):
         info, rec = self.ok(ctx=tls12_context("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384"))
@@ -812,9 +1155,16 @@ class RSAPolicyTest(FunneldCase):
     cert = "node-rsa"
 
     def test_rsa_certificate_gets_ecdhe_rsa_aead(self):
-        info, rec = self.ok(ctx=client_context())
+        info, rec = self.ok(ctx=tls12_context())
         self.assertEqual(info["cipher"], "ECDHE-RSA-CHACHA20-POLY1305")
         self.assertEqual(rec["cipher"], "TLS-ECDHE-RSA-WITH-CHACHA20-POLY1305-SHA256")
+
+    def test_rsa_certificate_over_tls13(self):
+        # TLS 1.3 signs with RSA-PSS (PKCS#1 v2.1 in Debian 13's mbedTLS).
+        if not harness.tls13():
+            self.skipTest(NO_TLS13)
+        info, rec = self.ok(ctx=harness.pin_version(client_context(), "1.3"))
+        self.assertEqual((info["version"], rec["tls"]), ("TLSv1.3", "TLSv1.3"))
 
     def test_default_curves(self):
         for curve in ("X25519", "prime256v1"):

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,10 +18,12 @@
 #include <cmocka.h>
 #include <mbedtls/ecp.h>
 #include <mbedtls/ssl.h>
+#include <mbedtls/version.h>
 
 #include "backend.h"
 #include "config.h"
 #include "config_values.h"
+#include "tls_suites.h"
 
 /* The smallest valid tail: a cert pair and one backend. */
 #define TAIL "[tls]\ncert = /c.pem\nkey = /k.pem\n[backend a.example:443]\nsocket = /run/a.sock\n"
@@ -73,6 +76,32 @@ curve(const char *name)
 	return (int)ci->grp_id;
 }
 
+static bool
+have_tls13(void)
+{
+	return (tls_versions_available() & TLS_V13) != 0;
+}
+
+/*
+ * cfg->ciphers from index `from` on: the TLS 1.3 defaults a list that names
+ * no 1.3 suite keeps where the library has 1.3, then the end.  Returns the
+ * number of suites in all.
+ */
+static size_t
+tls13_defaults_at(const struct config *cfg, size_t from)
+{
+	static const char *const tls13[] = {
+		"TLS1-3-AES-128-GCM-SHA256", "TLS1-3-CHACHA20-POLY1305-SHA256", "TLS1-3-AES-256-GCM-SHA384",
+	};
+	size_t n = from;
+
+	if (have_tls13())
+		for (size_t i = 0; i < sizeof(tls13) / sizeof(tls13[0]); i++)
+			assert_int_equal(cfg->ciphers[n++], cipher(tls13[i]));
+	assert_int_equal(cfg->ciphers[n], 0);
+	return n;
+}
+
 /*
  * Defaults and every key
  */
@@ -119,14 +148,15 @@ test_defaults(void **state)
 	assert_string_equal(cfg->tls.alpn.v[1], "http/1.1");
 	assert_null(cfg->tls.alpn.v[2]);
 
-	assert_int_equal(cfg->nciphers, 6);
 	assert_int_equal(cfg->ciphers[0], cipher("TLS-ECDHE-ECDSA-WITH-CHACHA20-POLY1305-SHA256"));
 	assert_int_equal(cfg->ciphers[1], cipher("TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256"));
 	assert_int_equal(cfg->ciphers[2], cipher("TLS-ECDHE-ECDSA-WITH-AES-256-GCM-SHA384"));
 	assert_int_equal(cfg->ciphers[3], cipher("TLS-ECDHE-RSA-WITH-CHACHA20-POLY1305-SHA256"));
 	assert_int_equal(cfg->ciphers[4], cipher("TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256"));
 	assert_int_equal(cfg->ciphers[5], cipher("TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384"));
-	assert_int_equal(cfg->ciphers[6], 0);
+	assert_int_equal(cfg->nciphers, tls13_defaults_at(cfg, 6));
+	/* Every version the library has. */
+	assert_int_equal(cfg->tls_versions, have_tls13() ? TLS_V12 | TLS_V13 : TLS_V12);
 
 	assert_int_equal(cfg->ncurves, 2);
 	assert_int_equal(cfg->curves[0], MBEDTLS_ECP_DP_CURVE25519);
@@ -182,6 +212,7 @@ test_every_key(void **state)
 	    "ticket_rotation = 1h\n"
 	    "ciphers = TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384\n"
 	    "curves = secp384r1\n"
+	    "versions = TLSv1.2\n"
 	    "[backend B.Example.:8443]\n"
 	    "socket = /run/b.sock\n"
 	    "proxy_protocol = v2\n"
@@ -210,9 +241,9 @@ test_every_key(void **state)
 	assert_string_equal(cfg->tls.alpn.v[0], "http/1.1");
 	assert_false(cfg->session_tickets);
 	assert_int_equal(cfg->ticket_rotation, 3600);
-	assert_int_equal(cfg->nciphers, 1);
 	assert_int_equal(cfg->ciphers[0], cipher("TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384"));
-	assert_int_equal(cfg->ciphers[1], 0);
+	assert_int_equal(cfg->nciphers, tls13_defaults_at(cfg, 1));
+	assert_int_equal(cfg->tls_versions, TLS_V12);
 	assert_int_equal(cfg->ncurves, 1);
 	assert_int_equal(cfg->curves[0], MBEDTLS_ECP_DP_SECP384R1);
 	assert_int_equal(cfg->curves[1], 0);
@@ -221,10 +252,10 @@ test_every_key(void **state)
 	assert_string_equal(b->name, "b.example:8443");
 	assert_string_equal(b->host, "b.example");
 	assert_int_equal(b->port, 8443);
-	assert_int_equal(b->line, 21);
+	assert_int_equal(b->line, 22);
 	assert_int_equal(b->proxy, PROXY_V2);
 	assert_string_equal(b->tls.cert, "/etc/b.pem");
-	assert_int_equal(b->tls.cert_line, 24);
+	assert_int_equal(b->tls.cert_line, 25);
 	assert_true(b->tls.alpn_set);
 	assert_string_equal(b->tls.key, "/etc/b.key");
 	assert_int_equal(b->tls.alpn.n, 1);
@@ -602,11 +633,10 @@ test_list_appending(void **state)
 	assert_int_equal(cfg->tls.alpn.n, 3);
 	assert_string_equal(cfg->tls.alpn.v[2], "acme-tls/1");
 	assert_null(cfg->tls.alpn.v[3]);
-	assert_int_equal(cfg->nciphers, 3);
 	assert_int_equal(cfg->ciphers[0], cipher("TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256"));
 	assert_int_equal(cfg->ciphers[1], cipher("TLS-ECDHE-ECDSA-WITH-AES-256-GCM-SHA384"));
 	assert_int_equal(cfg->ciphers[2], cipher("TLS-ECDHE-ECDSA-WITH-CHACHA20-POLY1305-SHA256"));
-	assert_int_equal(cfg->ciphers[3], 0);
+	assert_int_equal(cfg->nciphers, tls13_defaults_at(cfg, 3));
 	assert_int_equal(cfg->ncurves, 2);
 	assert_int_equal(cfg->curves[0], curve("secp521r1"));
 	assert_int_equal(cfg->curves[1], curve("x25519"));
@@ -799,14 +829,13 @@ test_ciphers(void **state)
 	    "ciphers = ECDHE-ECDSA-CHACHA20-POLY1305, ECDHE-RSA-AES128-GCM-SHA256, ECDHE-ECDSA-AES256-GCM-SHA384\n"
 	    "cert = /c\nkey = /k\n[backend x:1]\nsocket = /a\n");
 
-	assert_int_equal(cfg->nciphers, 6);
 	assert_int_equal(cfg->ciphers[0], cipher("TLS-ECDHE-RSA-WITH-CHACHA20-POLY1305-SHA256"));
 	assert_int_equal(cfg->ciphers[1], cipher("TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256"));
 	assert_int_equal(cfg->ciphers[2], cipher("TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384"));
 	assert_int_equal(cfg->ciphers[3], cipher("TLS-ECDHE-ECDSA-WITH-CHACHA20-POLY1305-SHA256"));
 	assert_int_equal(cfg->ciphers[4], cipher("TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256"));
 	assert_int_equal(cfg->ciphers[5], cipher("TLS-ECDHE-ECDSA-WITH-AES-256-GCM-SHA384"));
-	assert_int_equal(cfg->ciphers[6], 0);
+	assert_int_equal(cfg->nciphers, tls13_defaults_at(cfg, 6));
 	config_free(cfg);
 
 	cfg = parse_ok("[tls]\nciphers = TLS-ECDHE-ECDSA-WITH-CAMELLIA-128-GCM-SHA256\n" TAIL);
@@ -828,6 +857,75 @@ test_ciphers(void **state)
 	    "t.conf:3: unknown cipher suite \"FOO\" (or not in this mbedTLS)");
 	expect_error("[tls]\nciphers = ECDHE-ECDSA-AES128-GCM-SHA256, TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256\n",
 	    "t.conf:2: cipher suite \"TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256\" listed twice");
+}
+
+/* TLS 1.3 suites in the same list, by either name; where the library has no
+ * 1.3 they are an error, never quietly dropped. */
+static void
+test_tls13_ciphers(void **state)
+{
+	struct config *cfg;
+
+	if (!have_tls13()) {
+		expect_error("[tls]\nciphers = ECDHE-ECDSA-AES128-GCM-SHA256,\n  TLS_AES_128_GCM_SHA256\n",
+		    "t.conf:3: cipher suite \"TLS_AES_128_GCM_SHA256\" not allowed: a TLS 1.3 suite, and this mbedTLS ("
+		    MBEDTLS_VERSION_STRING ") has no TLS 1.3 server");
+		expect_error("[tls]\nciphers = TLS1-3-CHACHA20-POLY1305-SHA256\n",
+		    "t.conf:2: cipher suite \"TLS1-3-CHACHA20-POLY1305-SHA256\" not allowed: a TLS 1.3 suite, and this "
+		    "mbedTLS (" MBEDTLS_VERSION_STRING ") has no TLS 1.3 server");
+		return;
+	}
+	cfg = parse_ok("[tls]\nciphers = TLS_CHACHA20_POLY1305_SHA256, ECDHE-ECDSA-AES128-GCM-SHA256, "
+	    "tls1-3-aes-256-gcm-sha384\n" TAIL);
+	/* Both versions named: nothing is added. */
+	assert_int_equal(cfg->nciphers, 3);
+	assert_int_equal(cfg->ciphers[0], cipher("TLS1-3-CHACHA20-POLY1305-SHA256"));
+	assert_int_equal(cfg->ciphers[1], cipher("TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256"));
+	assert_int_equal(cfg->ciphers[2], cipher("TLS1-3-AES-256-GCM-SHA384"));
+	assert_int_equal(cfg->ciphers[3], 0);
+	config_free(cfg);
+
+	/* 1.3 alone named: 1.2 keeps its defaults, after it. */
+	cfg = parse_ok("[tls]\nciphers = TLS_AES_128_GCM_SHA256\n" TAIL);
+	assert_int_equal(cfg->nciphers, 7);
+	assert_int_equal(cfg->ciphers[0], cipher("TLS1-3-AES-128-GCM-SHA256"));
+	assert_int_equal(cfg->ciphers[1], cipher("TLS-ECDHE-ECDSA-WITH-CHACHA20-POLY1305-SHA256"));
+	assert_int_equal(cfg->ciphers[6], cipher("TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384"));
+	config_free(cfg);
+
+#define NOT_ALLOWED13 "\" not allowed: only ECDHE key exchange with an AEAD cipher (GCM or ChaCha20-Poly1305)"
+	expect_error("[tls]\nciphers = TLS_AES_128_CCM_SHA256\n", "t.conf:2: cipher suite \"TLS_AES_128_CCM_SHA256" NOT_ALLOWED13);
+	expect_error("[tls]\nciphers = TLS1-3-AES-128-CCM-8-SHA256\n",
+	    "t.conf:2: cipher suite \"TLS1-3-AES-128-CCM-8-SHA256" NOT_ALLOWED13);
+	expect_error("[tls]\nciphers = TLS_AES_128_GCM_SHA256, tls1-3-aes-128-gcm-sha256\n",
+	    "t.conf:2: cipher suite \"tls1-3-aes-128-gcm-sha256\" listed twice");
+}
+
+static void
+test_versions(void **state)
+{
+	struct config *cfg = parse_ok("[tls]\nversions = 1.2\n" TAIL);
+
+	assert_int_equal(cfg->tls_versions, TLS_V12);
+	config_free(cfg);
+	expect_error("[tls]\nversions = 1.4\n", "t.conf:2: unknown TLS version \"1.4\" (1.2 or 1.3)");
+	expect_error("[tls]\nversions = 1.2,\n  1.1\n", "t.conf:3: TLS version \"1.1\" not available: 1.2 and 1.3 only");
+	expect_error("[tls]\nversions = TLSv1.0\n", "t.conf:2: TLS version \"TLSv1.0\" not available: 1.2 and 1.3 only");
+	expect_error("[tls]\nversions = 1.2, TLSv1.2\n", "t.conf:2: TLS version \"TLSv1.2\" listed twice");
+	expect_error("[tls]\nversions =\n", "t.conf:2: empty value for versions");
+	if (!have_tls13()) {
+		/* DESIGN.md §2: naming 1.3 on 2.28 is a configuration error. */
+		expect_error("[tls]\nversions = 1.2\nversions = 1.3\n",
+		    "t.conf:3: TLS version \"1.3\" not available: this mbedTLS (" MBEDTLS_VERSION_STRING
+		    ") has no TLS 1.3 server (3.6.6 or later has)");
+		return;
+	}
+	cfg = parse_ok("[tls]\nversions = 1.2, 1.3\n" TAIL);
+	assert_int_equal(cfg->tls_versions, TLS_V12 | TLS_V13);
+	config_free(cfg);
+	cfg = parse_ok("[tls]\nversions = tlsv1.3\n" TAIL);
+	assert_int_equal(cfg->tls_versions, TLS_V13);
+	config_free(cfg);
 }
 
 static void
@@ -1091,6 +1189,8 @@ main(void)
 		cmocka_unit_test(test_socket_path),
 		cmocka_unit_test(test_metrics_user),
 		cmocka_unit_test(test_ciphers),
+		cmocka_unit_test(test_tls13_ciphers),
+		cmocka_unit_test(test_versions),
 		cmocka_unit_test(test_curves),
 		cmocka_unit_test(test_load_file),
 		cmocka_unit_test(test_example_file),
