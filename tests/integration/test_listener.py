@@ -1199,3 +1199,30 @@ class SocketActivationTest(unittest.TestCase):
             self.assertIn(src, by_src, recs)
             self.assertEqual((by_src[src].get("result"), by_src[src].get("listener")), ("ok", listener),
                              by_src[src])
+
+
+# ---------------------------------------------------------------- make demo MODE=tailscaled
+
+class DemoTest(unittest.TestCase):
+    def test_demo_tailscaled_mode(self):
+        """scripts/demo --mode tailscaled (what `make demo MODE=tailscaled`
+        runs): the page through funnel-relay --forward --proxy-protocol 2 and
+        a funneld [listener], and funneld's line with listener=tls and curl's
+        own address as src.  It stops everything it started."""
+        demo = os.path.join(h.ROOT, "scripts", "demo")
+        env = dict(os.environ, BUILD=h.BUILD)
+        p = subprocess.Popen([demo, "--mode", "tailscaled"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=h.ROOT)
+        try:
+            out, _ = p.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGTERM)     # the script stops what it started
+            out, _ = p.communicate(timeout=30)
+            self.fail(f"scripts/demo --mode tailscaled did not finish in 120 s: {out.decode()[-2000:]}")
+        out = out.decode("utf-8", "replace")
+        self.assertEqual(p.returncode, 0, out[-3000:])
+        self.assertIn("Hello from funneld demo", out)
+        m = re.search(r"^funneld: conn \d+ listener=tls client=internet peer=127\.0\.0\.1:\d+ "
+                      r"src=127\.0\.0\.1:(\d+) .* result=ok$", out, re.M)
+        self.assertIsNotNone(m, out[-3000:])
+        self.assertIn(f"from 127.0.0.1:{m.group(1)}: ", out, "the relay's line is for another client")
