@@ -55,6 +55,7 @@ HOST = "shop.example.ts.net"        # nginx: h2 on 443, http/1.1 on 8443 and 100
 BULK = "bulk.example.ts.net"        # the hashing backend, on 443
 ONLY8443 = "only8443.example.ts.net"
 GONE = "gone.example.ts.net"        # its backend socket does not exist
+HALF = "half.example.ts.net"        # a backend that answers at EOF (half-close)
 MARKER = "funneld-listener-marker-7c41: served behind a forwarder"
 HAPROXY = os.environ.get("HAPROXY", "/usr/sbin/haproxy")
 NODE4, NODE6 = trf.NODE4, trf.NODE6  # funnel-relay's node addresses (PROXY destination)
@@ -70,7 +71,7 @@ _cert = {}
 
 
 def setUpModule():
-    _cert["pair"] = h.pki().leaf(HOST, sans=[HOST, BULK, ONLY8443, GONE], tag="listener-multi")
+    _cert["pair"] = h.pki().leaf(HOST, sans=[HOST, BULK, ONLY8443, GONE, HALF], tag="listener-multi")
 
 
 def cert():
@@ -381,6 +382,8 @@ class PathTest(unittest.TestCase):
                                                      (cls.h1_sock, "proxy_protocol"), (cls.plain_sock, "")])
         cls.nginx.start()
         cls.bulk = HashBackend(wd("bulk.sock"))
+        # Answers only once it has read EOF: the SHA-256 of all it got.
+        cls.half = h.Backend(wd("half.sock"), "record", reply=lambda data: hashlib.sha256(data).digest())
         cls.msock = wd("metrics.sock")
         cls.tls_unix = wd("tls.sock")
         cls.tls_unix_pp = wd("tls-pp.sock")
@@ -391,7 +394,8 @@ class PathTest(unittest.TestCase):
             text += (f"\n[backend {HOST}:443]\nsocket = {cls.h2_sock}\nalpn = h2\nproxy_protocol = v2\n"
                      f"\n[backend {HOST}:8443]\nsocket = {cls.h1_sock}\nalpn = http/1.1\nproxy_protocol = v1\n"
                      f"\n[backend {HOST}:10000]\nsocket = {cls.plain_sock}\nalpn = http/1.1\n"
-                     f"\n[backend {BULK}:443]\nsocket = {cls.bulk.path}\nproxy_protocol = v2\n")
+                     f"\n[backend {BULK}:443]\nsocket = {cls.bulk.path}\nproxy_protocol = v2\n"
+                     f"\n[backend {HALF}:443]\nsocket = {cls.half.path}\n")
             for port, pp, public in ((p2_443, "v2", 443), (p1_443, "v1", 443), (p2_8443, "v2", 8443),
                                      (p1_8443, "v1", 8443)):
                 text += f"\n[listener 127.0.0.1:{port}]\nproxy_protocol = {pp}\npublic_port = {public}\n"
@@ -434,6 +438,9 @@ class PathTest(unittest.TestCase):
         if cls.bulk is not None:
             cls.bulk.close()
             cls.bulk = None
+        if getattr(cls, "half", None) is not None:
+            cls.half.close()
+            cls.half = None
         if cls.wd is not None:
             cls.wd.cleanup()
         if problems:
@@ -652,6 +659,30 @@ class PathTest(unittest.TestCase):
         except AssertionError:
             self.fail(f"records {[(r['src'], r['peer']) for r in recs]} not all in HAProxy's log: "
                       f"{self.haproxy.sessions()}")
+
+    def test_haproxy_half_close(self):
+        """Half-close through HAProxy (which carries it, unlike tailscaled):
+        the client sends, then its close_notify and a TCP FIN; the backend
+        answers only after its EOF, and the answer still reaches the client."""
+        data = os.urandom(300_000)
+        raw = connect_tcp(self.haproxy.port("v2_443", 4))
+        me = addr_text(*raw.getsockname()[:2])
+        tls = h.TLSStream(raw, h.client_context(), HALF)
+        try:
+            tls.handshake()
+            early, closed = h.tls_transfer(tls, data, close_notify=True)
+            self.assertIsNone(closed)
+            raw.shutdown(socket.SHUT_WR)
+            got, closed = h.tls_transfer(tls, b"", until_close=True, timeout=30)
+            got = early + got
+        finally:
+            tls.close()
+        self.assertEqual(got, hashlib.sha256(data).digest())
+        self.assertEqual(closed, "close_notify")
+        rec = self.record_for_src(me)
+        self.assertEqual((rec.get("result"), rec.get("listener"), rec.get("target")), ("ok", "tls", f"{HALF}:443"),
+                         rec)
+        self.assertEqual((int(rec["in"]), int(rec["out"])), (len(data), 32), rec)
 
     # ------------------------------------------------------------ chromium
 
@@ -1090,6 +1121,35 @@ class RefusalTest(h.ClassDaemonCase):
         rec = self.handshake_refused(self.header(), GONE, ALERT_HANDSHAKE_FAILURE, "SSLV3_ALERT_HANDSHAKE_FAILURE")
         self.assertEqual((rec.get("result"), rec.get("target")), ("refused_502", f"{GONE}:443"), rec)
         self.assertIn("gone.sock", rec.get("reason", ""), rec)
+
+    def test_haproxy_health_check_is_local(self):
+        """HAProxy's health checks with check-send-proxy send a v2 LOCAL
+        header: each is closed cleanly (proxy_local), reaches no backend,
+        and HAProxy sees the server up."""
+        hp = HAProxy(self.wd, [("hc", self.p_v2, "send-proxy-v2 check check-send-proxy inter 100ms")])
+        try:
+            h.wait_for(lambda: sum(1 for r in self.ledger.new_records() if r.get("result") == "proxy_local") >= 3,
+                       10, what="three health checks")
+        finally:
+            hp.stop()
+        out = hp.output()
+        self.settle_checks()
+        recs = self.ledger.new_records()
+        self.ledger.add(len(recs))
+        for r in recs:
+            self.assertEqual((r.get("result"), r.get("listener"), r.get("in"), r.get("out")),
+                             ("proxy_local", "tls", "0", "0"), r)
+        self.assertNotRegex(out, r"(?i)server \S+ is DOWN", out)
+        self.assert_no_backend()
+
+    def settle_checks(self):
+        """Every connection funneld has ended is logged (none open)."""
+        def quiet():
+            m = e2e.metrics(self.msock)
+            ended = sum(v for k, v in m.items() if k.startswith("funneld_connections_total{"))
+            before = sum(v for k, v in self.m_before.items() if k.startswith("funneld_connections_total{"))
+            return m.get("funneld_connections_open") == 0 and len(self.ledger.new_records()) == ended - before
+        h.wait_for(quiet, 20, what="every health check logged")
 
     def test_clients_deny_by_proxy_source(self):
         """[clients] deny applies to the PROXY header's source, not the TCP peer."""
