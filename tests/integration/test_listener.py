@@ -39,7 +39,6 @@ import ssl
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import unittest
@@ -488,8 +487,7 @@ class PathTest(unittest.TestCase):
     def curl(self, port, family, proto, path):
         """curl https://HOST:port/path via 127.0.0.1 or [::1]; -> dict."""
         ip = "127.0.0.1" if family == 4 else "[::1]"
-        out = tempfile.mktemp(dir=self.wd.path, prefix="body-")
-        chain, _ = cert()
+        out = self.wd(f"body-{os.urandom(6).hex()}")
         cmd = ["curl", "-sS", proto, "--resolve", f"{HOST}:{port}:{ip}", "--cacert", h.pki().ca_cert,
                "--max-time", "30", "-o", out,
                "-w", "%{http_code} %{http_version} %{local_ip} %{local_port} %{ssl_verify_result}",
