@@ -161,15 +161,16 @@ fuzz-run: $(FUZZ_BINS)
 	done; echo "== fuzz summary ($(FUZZ_SECONDS)s each)"; printf '%s\n' "$${summary[@]}"; \
 	[ $$rc = 0 ] && echo "fuzz: PASS" || echo "fuzz: FAIL"; exit $$rc
 
+# MODE=tailscaled: the path behind a stock tailscaled (a [listener] with PROXY v2).
 demo:
 	@scripts/deps demo
 	@$(MAKE) --no-print-directory all
-	scripts/demo
+	scripts/demo$(if $(MODE), --mode $(MODE))
 
 demo-keep:
 	@scripts/deps demo
 	@$(MAKE) --no-print-directory all
-	scripts/demo --keep
+	scripts/demo --keep$(if $(MODE), --mode $(MODE))
 
 # bench/run installs the peer terminators it compares against itself.
 bench:

@@ -889,3 +889,164 @@ def pin_version(ctx, version):
     """ctx offering only TLS version ("1.2" or "1.3"); returns ctx."""
     ctx.minimum_version = ctx.maximum_version = TLS_VERSIONS[version]
     return ctx
+
+
+# ---------------------------------------------------------------- nginx on Unix sockets
+# (added for test_listener.py; nothing above changed)
+
+NGINX = os.environ.get("NGINX", "/usr/sbin/nginx")
+
+
+class NginxSite:
+    """One nginx (master_process off, daemon off) serving the files under
+    `root` for `host`, on Unix sockets only, every path inside `directory`.
+
+    servers: [(socket_path, listen_params)], e.g. (h1, ""), (h2c, "http2"),
+    (pp, "proxy_protocol") or (pp2, "http2 proxy_protocol").  Each server
+    logs to its own access log, one line per request:
+        <proxy_protocol_addr> <proxy_protocol_port> <server_protocol> "<request>" <status> <bytes>
+    (the first two are empty without proxy_protocol); access_lines(i) reads
+    server i's."""
+
+    def __init__(self, directory, root, host, servers, nginx=NGINX):
+        self.dir = directory
+        self.root = root
+        self.host = host
+        self.servers = list(servers)
+        self.nginx = nginx
+        self.proc = None
+        self.out = None
+
+    def _temp_paths(self):
+        """*_temp_path lines for the modules this nginx has (all inside dir)."""
+        try:
+            v = subprocess.run([self.nginx, "-V"], capture_output=True, text=True, timeout=30).stderr
+        except OSError:
+            v = ""
+        return "".join(f'    {m}_temp_path "{self.dir}/nginx-tmp/{m}";\n'
+                       for m in ("proxy", "fastcgi", "uwsgi", "scgi") if f"--without-http_{m}_module" not in v)
+
+    def access_log(self, i):
+        return os.path.join(self.dir, f"nginx-access-{i}.log")
+
+    def access_lines(self, i):
+        try:
+            with open(self.access_log(i), "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return []
+        return text[:text.rfind("\n") + 1].splitlines()
+
+    def start(self, timeout=20):
+        if not os.access(self.nginx, os.X_OK):
+            raise AssertionError(f"{self.nginx} not found: run scripts/deps (make deps) to install it")
+        os.makedirs(os.path.join(self.dir, "nginx-tmp"), exist_ok=True)
+        blocks = ""
+        for i, (sock, params) in enumerate(self.servers):
+            blocks += (f"    server {{\n        listen \"unix:{sock}\" {params};\n"
+                       f"        server_name {self.host};\n        root \"{self.root}\";\n"
+                       f"        index index.html;\n        access_log \"{self.access_log(i)}\" site;\n    }}\n")
+        conf = f"""# One process, every path inside {self.dir}.
+master_process off;
+worker_processes 1;
+pid "{self.dir}/nginx.pid";
+error_log "{self.dir}/nginx-error.log" notice;
+events {{
+    worker_connections 1024;
+}}
+http {{
+    types {{
+        text/html html;
+        text/plain txt;
+    }}
+    default_type application/octet-stream;
+    client_body_temp_path "{self.dir}/nginx-tmp/client_body";
+{self._temp_paths()}
+    log_format site '$proxy_protocol_addr $proxy_protocol_port $server_protocol "$request" $status $bytes_sent';
+    keepalive_requests 100000;
+{blocks}}}
+"""
+        path = os.path.join(self.dir, "nginx.conf")
+        with open(path, "w") as f:
+            f.write(conf)
+        self.out = open(os.path.join(self.dir, "nginx.out"), "ab")
+        self.proc = subprocess.Popen(
+            [self.nginx, "-p", self.dir, "-c", path, "-e", os.path.join(self.dir, "nginx-error.log"),
+             "-g", "daemon off;"],
+            stdin=subprocess.DEVNULL, stdout=self.out, stderr=self.out, preexec_fn=die_with_parent)
+        # nginx binds and listens on every socket before it serves any:
+        # all of them accepting a connect() is ready.
+        wait_for(lambda: all(self._listening(sock) for sock, _ in self.servers), timeout, what="nginx to listen")
+        return self
+
+    def _listening(self, sock):
+        if self.proc.poll() is not None:
+            raise AssertionError(f"nginx exited {self.proc.returncode}: {self.errors()}")
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(sock)
+            return True
+        except OSError:
+            return False
+        finally:
+            s.close()
+
+    def errors(self):
+        text = ""
+        for name in ("nginx.out", "nginx-error.log"):
+            try:
+                with open(os.path.join(self.dir, name), "rb") as f:
+                    text += f.read().decode("utf-8", "replace")[-2000:]
+            except FileNotFoundError:
+                pass
+        return text
+
+    def stop(self, timeout=15):
+        """SIGQUIT (graceful), by PID; -> exit status."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.out is not None:
+            self.out.close()
+            self.out = None
+        return self.proc.returncode if self.proc is not None else None
+
+
+def tcp_sockets(port):
+    """The TCP sockets of this machine whose local port is `port`, from
+    /proc/net/tcp and tcp6: [(state, remote_port, tx_queue, rx_queue)];
+    state is the kernel's hex code ("0A" = LISTEN, "01" = ESTABLISHED)."""
+    out = []
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as f:
+                lines = f.read().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, remote, state, queues = fields[1], fields[2], fields[3], fields[4]
+            if int(local.rsplit(":", 1)[1], 16) != port:
+                continue
+            tx, rx = queues.split(":")
+            out.append((state, int(remote.rsplit(":", 1)[1], 16), int(tx, 16), int(rx, 16)))
+    return out
+
+
+def tcp_listening(port):
+    """Something listens on TCP `port` (seen without connecting to it)."""
+    return any(s[0] == "0A" for s in tcp_sockets(port))
+
+
+def tcp_unread(server_port, client_port):
+    """Bytes the server side of the connection client_port -> server_port
+    has not read yet (its receive queue), or None when there is no such
+    connection (any more)."""
+    for state, rport, _, rx in tcp_sockets(server_port):
+        if state != "0A" and rport == client_port:
+            return rx
+    return None
