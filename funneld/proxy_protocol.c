@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "addr.h"
 #include "proxy_protocol.h"
 
 /* proxy-protocol.txt section 2.2 */
@@ -19,6 +20,7 @@ static const uint8_t pp2_signature[12] = {
 };
 #define PP2_HDR_LEN		16
 #define PP2_VERSION_PROXY	0x21	/* version 2, command PROXY */
+#define PP2_FAM_UNSPEC		0x00	/* no address */
 #define PP2_FAM_TCP4		0x11	/* AF_INET, SOCK_STREAM */
 #define PP2_FAM_TCP6		0x21	/* AF_INET6, SOCK_STREAM */
 #define PP2_ADDR_LEN_TCP4	12
@@ -38,52 +40,13 @@ _Static_assert(PP2_HDR_LEN + PP2_ADDR_LEN_TCP6 +
     PROXY_HEADER_MAX, "PROXY_HEADER_MAX too small for the longest v2 header");
 _Static_assert(PROXY_V1_MAX <= PROXY_HEADER_MAX, "PROXY_HEADER_MAX too small for v1");
 
-/* An address reduced to what goes on the wire. */
-struct pp_addr {
-	int		family;		/* AF_INET or AF_INET6 */
-	uint8_t		addr[16];	/* network order; 4 bytes used for AF_INET */
-	uint8_t		port[2];	/* network order */
-};
+/* An address as it goes on the wire: addr.c's rule (IPv4-mapped is IPv4). */
+#define pp_addr ip_addr
 
-static const uint8_t v4mapped_prefix[12] = {
-	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff
-};
-
-/*
- * Read an AF_INET or AF_INET6 socket address, an IPv4-mapped IPv6 address
- * becoming AF_INET.  Returns -1 for anything else.
- */
 static int
 pp_addr_get(const struct sockaddr *sa, struct pp_addr *pa)
 {
-	struct sockaddr_in	sin;
-	struct sockaddr_in6	sin6;
-
-	memset(pa, 0, sizeof(*pa));
-	if (sa == NULL)
-		return -1;
-	switch (sa->sa_family) {
-	case AF_INET:
-		memcpy(&sin, sa, sizeof(sin));
-		pa->family = AF_INET;
-		memcpy(pa->addr, &sin.sin_addr, 4);
-		memcpy(pa->port, &sin.sin_port, 2);
-		return 0;
-	case AF_INET6:
-		memcpy(&sin6, sa, sizeof(sin6));
-		memcpy(pa->port, &sin6.sin6_port, 2);
-		if (memcmp(sin6.sin6_addr.s6_addr, v4mapped_prefix,
-		    sizeof(v4mapped_prefix)) == 0) {
-			pa->family = AF_INET;
-			memcpy(pa->addr, sin6.sin6_addr.s6_addr + 12, 4);
-		} else {
-			pa->family = AF_INET6;
-			memcpy(pa->addr, sin6.sin6_addr.s6_addr, 16);
-		}
-		return 0;
-	default:
-		return -1;
-	}
+	return addr_ip_from_sockaddr(sa, pa);
 }
 
 /* Both addresses, of one family once IPv4-mapped ones are unmapped. */
@@ -120,7 +83,7 @@ proxy_destination(const struct sockaddr *src, const struct sockaddr *local,
 		sin.sin_family = AF_INET;
 		sin.sin_port = htons(target_port);
 		if (have_local)
-			memcpy(&sin.sin_addr, l.addr, 4);
+			memcpy(&sin.sin_addr, l.a, 4);
 		else
 			sin.sin_addr.s_addr = htonl(INADDR_ANY);
 		memcpy(out, &sin, sizeof(sin));
@@ -129,7 +92,7 @@ proxy_destination(const struct sockaddr *src, const struct sockaddr *local,
 		sin6.sin6_family = AF_INET6;
 		sin6.sin6_port = htons(target_port);
 		if (have_local)
-			memcpy(&sin6.sin6_addr, l.addr, 16);
+			memcpy(&sin6.sin6_addr, l.a, 16);
 		else
 			sin6.sin6_addr = in6addr_any;
 		memcpy(out, &sin6, sizeof(sin6));
@@ -139,7 +102,14 @@ proxy_destination(const struct sockaddr *src, const struct sockaddr *local,
 static unsigned int
 pp_port(const struct pp_addr *pa)
 {
-	return ((unsigned int)pa->port[0] << 8) | pa->port[1];
+	return pa->port;
+}
+
+/* No client address to tell (a unix: listener without a PROXY header of its own). */
+static bool
+pp_unknown(const struct proxy_info *pi)
+{
+	return pi != NULL && (pi->src == NULL || pi->src->sa_family == AF_UNSPEC);
 }
 
 int
@@ -150,10 +120,17 @@ proxy_build_v1(const struct proxy_info *pi, uint8_t *out, size_t cap)
 	char		 line[PROXY_V1_MAX + 1];
 	int		 n;
 
+	if (pp_unknown(pi)) {
+		static const char unknown[] = "PROXY UNKNOWN\r\n";
+		if (cap < sizeof(unknown) - 1)
+			return -1;
+		memcpy(out, unknown, sizeof(unknown) - 1);
+		return (int)(sizeof(unknown) - 1);
+	}
 	if (pp_addr_pair(pi, &src, &dst) == -1)
 		return -1;
-	if (inet_ntop(src.family, src.addr, sbuf, sizeof(sbuf)) == NULL ||
-	    inet_ntop(dst.family, dst.addr, dbuf, sizeof(dbuf)) == NULL)
+	if (inet_ntop(src.family, src.a, sbuf, sizeof(sbuf)) == NULL ||
+	    inet_ntop(dst.family, dst.a, dbuf, sizeof(dbuf)) == NULL)
 		return -1;
 	n = snprintf(line, sizeof(line), "PROXY %s %s %s %u %u\r\n",
 	    src.family == AF_INET ? "TCP4" : "TCP6", sbuf, dbuf,
@@ -196,7 +173,9 @@ proxy_build_v2(const struct proxy_info *pi, uint8_t *out, size_t cap)
 	size_t		 addr_len, ssl_len = 0, total;
 	uint8_t		*p;
 
-	if (pp_addr_pair(pi, &src, &dst) == -1)
+	if (pp_unknown(pi))
+		src.family = AF_UNSPEC;
+	else if (pp_addr_pair(pi, &src, &dst) == -1)
 		return -1;
 
 	alpn_len = pp_strlen(pi->alpn, PROXY_ALPN_MAX);
@@ -207,7 +186,7 @@ proxy_build_v2(const struct proxy_info *pi, uint8_t *out, size_t cap)
 	    ver_len > PROXY_TLS_STR_MAX || ciph_len > PROXY_TLS_STR_MAX)
 		return -1;
 
-	addr_len = src.family == AF_INET ? PP2_ADDR_LEN_TCP4 : PP2_ADDR_LEN_TCP6;
+	addr_len = src.family == AF_UNSPEC ? 0 : src.family == AF_INET ? PP2_ADDR_LEN_TCP4 : PP2_ADDR_LEN_TCP6;
 	total = PP2_HDR_LEN + addr_len;
 	if (alpn_len > 0)
 		total += PP2_TLV_HDR_LEN + alpn_len;
@@ -229,22 +208,20 @@ proxy_build_v2(const struct proxy_info *pi, uint8_t *out, size_t cap)
 	memcpy(p, pp2_signature, sizeof(pp2_signature));
 	p += sizeof(pp2_signature);
 	*p++ = PP2_VERSION_PROXY;
-	*p++ = src.family == AF_INET ? PP2_FAM_TCP4 : PP2_FAM_TCP6;
+	*p++ = src.family == AF_UNSPEC ? PP2_FAM_UNSPEC : src.family == AF_INET ? PP2_FAM_TCP4 : PP2_FAM_TCP6;
 	*p++ = (uint8_t)((total - PP2_HDR_LEN) >> 8);
 	*p++ = (uint8_t)(total - PP2_HDR_LEN);
 
-	if (src.family == AF_INET) {
-		memcpy(p, src.addr, 4);
-		memcpy(p + 4, dst.addr, 4);
-		p += 8;
-	} else {
-		memcpy(p, src.addr, 16);
-		memcpy(p + 16, dst.addr, 16);
-		p += 32;
+	if (src.family != AF_UNSPEC) {
+		size_t alen = src.family == AF_INET ? 4 : 16;
+		memcpy(p, src.a, alen);
+		memcpy(p + alen, dst.a, alen);
+		p += 2 * alen;
+		*p++ = (uint8_t)(src.port >> 8);
+		*p++ = (uint8_t)src.port;
+		*p++ = (uint8_t)(dst.port >> 8);
+		*p++ = (uint8_t)dst.port;
 	}
-	memcpy(p, src.port, 2);
-	memcpy(p + 2, dst.port, 2);
-	p += 4;
 
 	if (alpn_len > 0)
 		p = pp_put_tlv(p, PP2_TYPE_ALPN, pi->alpn, alpn_len);
@@ -278,7 +255,6 @@ proxy_build_v2(const struct proxy_info *pi, uint8_t *out, size_t cap)
 #define PP2_CMD_MASK		0x0f
 #define PP2_CMD_LOCAL		0x00
 #define PP2_CMD_PROXY		0x01
-#define PP2_FAM_UNSPEC		0x00
 #define PP2_FAM_UDP4		0x12
 #define PP2_FAM_UDP6		0x22
 #define PP2_FAM_UNIX_STREAM	0x31

@@ -35,8 +35,7 @@ struct proxy_info {
  * the target's port (host order).  out is AF_INET for an IPv4 or IPv4-mapped
  * source.  A local of another family (AF_UNIX: the relay came in over a unix:
  * listener) or NULL gives the unspecified address.  A src that is neither
- * AF_INET nor AF_INET6 gives out->ss_family == AF_UNSPEC, which the builders
- * refuse.
+ * AF_INET nor AF_INET6 gives out->ss_family == AF_UNSPEC.
  */
 void proxy_destination(const struct sockaddr *src, const struct sockaddr *local, uint16_t target_port,
     struct sockaddr_storage *out);
@@ -47,7 +46,10 @@ void proxy_destination(const struct sockaddr *src, const struct sockaddr *local,
  * string is longer than its bound above, or when cap is too small; nothing is
  * written to out then.  No NUL is appended; an empty string counts as NULL.  v1 carries addresses only; v2 adds
  * PP2_TYPE_ALPN, PP2_TYPE_AUTHORITY, and PP2_TYPE_SSL when tls_version or
- * cipher is set. */
+ * cipher is set.  With no source to tell (src NULL or AF_UNSPEC: a unix:
+ * [listener] without a PROXY header of its own), v1 is "PROXY UNKNOWN\r\n"
+ * and v2 a PROXY command of family UNSPEC with no addresses (the receiver
+ * uses the connection's own), its TLVs as usual. */
 int proxy_build_v1(const struct proxy_info *pi, uint8_t *out, size_t cap);
 int proxy_build_v2(const struct proxy_info *pi, uint8_t *out, size_t cap);
 
