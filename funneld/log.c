@@ -151,8 +151,9 @@ field(const char *s, char *buf, size_t cap)
 void
 log_conn(const struct conn_record *r)
 {
-	/* Anything but a clean end is worth a notice; a clean one is info. */
-	int prio = strcmp(r->result, "ok") == 0 ? LOG_INFO : LOG_NOTICE;
+	/* Anything but a clean end is worth a notice; a clean one, or a
+	 * forwarder's health check (PROXY LOCAL), is info. */
+	int prio = strcmp(r->result, "ok") == 0 || strcmp(r->result, "proxy_local") == 0 ? LOG_INFO : LOG_NOTICE;
 	char peer_b[FIELD_MAX], src_b[FIELD_MAX], target_b[FIELD_MAX], sni_b[FIELD_MAX], alpn_b[FIELD_MAX],
 	    backend_b[FIELD_MAX];
 	const char *peer, *src, *target, *sni, *alpn, *backend;
