@@ -232,32 +232,11 @@ conn_relay_may_read(struct conn *c)
 	return false;
 }
 
-/*
- * Send what io.tx holds while the relay takes it; a short send clears
- * relay_writable (its write event sets it again), and tx goes back to the
- * pool once empty.  0 when all went or the rest waits; -1 when the socket
- * failed (errno says why).
- */
+/* Send what io.tx holds while the relay takes it; see buf_send(). */
 int
 conn_flush_tx(struct conn *c)
 {
-	struct buf *b = &c->io.tx;
-
-	while (buf_pending(b) > 0) {
-		if (!c->relay_writable)
-			return 0;
-		ssize_t n = send(c->relay_fd, b->p + b->off, buf_pending(b), MSG_NOSIGNAL);
-		if (n < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-				return -1;
-			n = 0;
-		}
-		b->off += (size_t)n;
-		if (buf_pending(b) > 0)
-			c->relay_writable = false;
-	}
-	buf_release(&c->owner->pool, b);
-	return 0;
+	return buf_send(&c->owner->pool, &c->io.tx, c->relay_fd, &c->relay_writable);
 }
 
 /*
@@ -727,10 +706,10 @@ splice_timeout(struct conn *c)
 		return;
 	}
 	if (!c->trimmed && idle >= TRIM_AFTER_MS) {
-		tls_conn_trim(&c->tls);
 		c->trimmed = true;
-		log_debug("conn %llu: idle for %llu ms, TLS record buffers trimmed", (unsigned long long)c->id,
-		    (unsigned long long)idle);
+		if (tls_conn_trim(&c->tls))
+			log_debug("conn %llu: idle for %llu ms, TLS record buffers trimmed",
+			    (unsigned long long)c->id, (unsigned long long)idle);
 	}
 	/* Wake for the idle limit, or earlier to trim. */
 	conn_arm_timer_ms(c, !c->trimmed && TRIM_AFTER_MS - idle < limit - idle ? TRIM_AFTER_MS - idle : limit - idle);

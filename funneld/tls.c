@@ -781,10 +781,10 @@ tls_conn_free(struct tls_conn *tc)
 	tc->ready = false;
 }
 
-void
+bool
 tls_conn_trim(struct tls_conn *tc)
 {
-	tls_internals_trim(&tc->ssl);
+	return tls_internals_trim(&tc->ssl);
 }
 
 enum hs_failure
