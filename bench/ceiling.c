@@ -461,6 +461,7 @@ records(mbedtls_ssl_config *sconf, mbedtls_ssl_config *cconf, double seconds, do
 	handshake_pair(&srv, &cli, NULL, NULL);
 	long n = 0;
 	double spent = 0;
+	int guard = 0;
 	while (spent < seconds || n < 10) {
 		/* A TLS 1.3 record carries one byte less of data: what is left goes in the next one. */
 		for (size_t put = 0; put < REC;) {
@@ -473,6 +474,10 @@ records(mbedtls_ssl_config *sconf, mbedtls_ssl_config *cconf, double seconds, do
 		}
 		for (size_t got = 0; got < REC;) {
 			int r = mbedtls_ssl_read(&cli, sink, REC);
+			/* TLS 1.3: a NewSessionTicket comes first; 3.6 answers it with
+			 * WANT_READ, then RECEIVED_NEW_SESSION_TICKET, with data behind it. */
+			if (r == MBEDTLS_ERR_SSL_WANT_READ && s2c.len > s2c.off && guard++ < 10)
+				continue;
 #ifdef TLS_COMPAT_TLS13
 			if (r == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET)
 				continue;

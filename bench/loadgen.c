@@ -656,8 +656,15 @@ start_tls(struct conn *c)
 	SSL_set_bio(c->ssl, c->rb, c->wb);
 	SSL_set_connect_state(c->ssl);
 	SSL_set_tlsext_host_name(c->ssl, sni);
-	if (mode == M_RESUME && !c->primer)
-		SSL_set_session(c->ssl, saved);
+	if (mode == M_RESUME && !c->primer) {
+		/* OpenSSL marks a TLS 1.3 session used once it resumed (tickets
+		 * are for one use): each connection offers a copy of it. */
+		SSL_SESSION *copy = tls_version == TLS1_3_VERSION ? SSL_SESSION_dup(saved) : saved;
+		if (copy == NULL || !SSL_set_session(c->ssl, copy))
+			die("SSL_set_session");
+		if (copy != saved)
+			SSL_SESSION_free(copy);
+	}
 	int r = SSL_do_handshake(c->ssl);
 	if (r != -1 || SSL_get_error(c->ssl, r) != SSL_ERROR_WANT_READ)
 		die("ClientHello not produced");
