@@ -9,18 +9,6 @@
 
 #include "addr.h"
 
-static inline bool
-is_digit(unsigned char c)
-{
-	return c >= '0' && c <= '9';
-}
-
-static inline unsigned char
-to_lower(unsigned char c)
-{
-	return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
-}
-
 int
 addr_parse_port(const char *s, size_t len, uint16_t *port)
 {
@@ -29,7 +17,7 @@ addr_parse_port(const char *s, size_t len, uint16_t *port)
 	if (s == NULL || len == 0 || len > 5)
 		return -1;
 	for (size_t i = 0; i < len; i++) {
-		if (!is_digit((unsigned char)s[i]))
+		if (!ascii_digit((unsigned char)s[i]))
 			return -1;
 		v = v * 10 + (unsigned)(s[i] - '0');
 	}
@@ -86,7 +74,7 @@ addr_hostname_valid(const char *s, size_t len)
 			label = 0;
 			continue;
 		}
-		if (!is_digit(c) && !(to_lower(c) >= 'a' && to_lower(c) <= 'z') && c != '-' && c != '_')
+		if (!ascii_digit(c) && !(ascii_lower(c) >= 'a' && ascii_lower(c) <= 'z') && c != '-' && c != '_')
 			return false;
 		if (++label > 63)
 			return false;
@@ -114,7 +102,7 @@ addr_normalize_host(const char *s, size_t len, bool bracketed, char *out)
 	if (!addr_hostname_valid(s, len))
 		return -1;
 	for (size_t i = 0; i < len; i++)
-		out[i] = (char)to_lower((unsigned char)s[i]);
+		out[i] = (char)ascii_lower((unsigned char)s[i]);
 	out[len] = '\0';
 	return 0;
 }
@@ -306,7 +294,7 @@ addr_parse_cidr(const char *s, struct cidr *out, const char **why)
 		if (n == 0 || n > 3)
 			return -1;
 		for (size_t i = 0; i < n; i++) {
-			if (!is_digit((unsigned char)slash[1 + i]))
+			if (!ascii_digit((unsigned char)slash[1 + i]))
 				return -1;
 			v = v * 10 + (unsigned)(slash[1 + i] - '0');
 		}

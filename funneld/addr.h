@@ -93,4 +93,17 @@ bool addr_is_tailnet(const struct sockaddr *sa);
 /* "host:port" (IPv4, "localhost", "*" = every address), "[v6]:port" or "unix:/path".  0 or -1. */
 int addr_parse_listen(const char *s, struct listen_addr *out);
 
+/* ASCII only, whatever the locale: protocol text is not the user's language. */
+static inline bool
+ascii_digit(unsigned char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+static inline unsigned char
+ascii_lower(unsigned char c)
+{
+	return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
+}
+
 #endif

@@ -1,9 +1,11 @@
 /* Pooled byte buffers; see buf.h. */
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 
 #include "buf.h"
 
@@ -175,6 +177,26 @@ buf_append(struct bufpool *pool, struct buf *b, const void *data, size_t n, size
 	}
 	memcpy(b->p + b->len, data, n);
 	b->len += n;
+	return 0;
+}
+
+int
+buf_send(struct bufpool *pool, struct buf *b, int fd, bool *writable)
+{
+	while (buf_pending(b) > 0) {
+		if (!*writable)
+			return 0;
+		ssize_t n = send(fd, b->p + b->off, buf_pending(b), MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+				return -1;
+			n = 0;
+		}
+		b->off += (size_t)n;
+		if (buf_pending(b) > 0)
+			*writable = false;
+	}
+	buf_release(pool, b);
 	return 0;
 }
 

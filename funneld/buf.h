@@ -66,6 +66,14 @@ void buf_release(struct bufpool *pool, struct buf *b);
 int buf_append(struct bufpool *pool, struct buf *b, const void *data, size_t n, size_t max);
 
 /*
+ * Send what b holds on fd while the socket takes it; a short send clears
+ * *writable (the caller's write event sets it again), and b goes back to
+ * the pool once empty.  0 when all went or the rest waits; -1 when the
+ * socket failed (errno says why).
+ */
+int buf_send(struct bufpool *pool, struct buf *b, int fd, bool *writable);
+
+/*
  * The relay's socket and the bytes waiting on it, before TLS (the request
  * head, a refusal, the 101) and during it (records both ways).  mbedTLS
  * takes ciphertext from rx, which is read ahead of it, and puts what it

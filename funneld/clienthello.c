@@ -180,33 +180,13 @@ ch_byte(struct ch_cursor *c, uint8_t *b)
 	return HELLO_OK;
 }
 
-/* Step over n opaque bytes: a record at a time, not a byte at a time. */
-static enum hello_result
-ch_skip(struct ch_cursor *c, size_t n)
-{
-	enum hello_result	 r;
-	size_t			 k;
-
-	while (n > 0) {
-		if (c->rec_left == 0 && (r = ch_record(c)) != HELLO_OK)
-			return r;
-		k = ch_min(ch_min(n, c->rec_left), c->len - c->pos);
-		if (k == 0)
-			return INCOMPLETE(c);
-		c->pos += k;
-		c->rec_left -= k;
-		c->hs_off += k;
-		n -= k;
-	}
-	return HELLO_OK;
-}
-
 /*
- * Copy n bytes that must hold no NUL, a run of the record at a time.  A NUL
- * is refused wherever it stands, as byte by byte would.
+ * Take n bytes, a run of the record at a time: copied to dst, which must
+ * then get no NUL (refused wherever it stands, as byte by byte would), or
+ * stepped over when dst is NULL.
  */
 static enum hello_result
-ch_copy(struct ch_cursor *c, char *dst, size_t n)
+ch_take(struct ch_cursor *c, char *dst, size_t n)
 {
 	enum hello_result	 r;
 	size_t			 k;
@@ -217,10 +197,12 @@ ch_copy(struct ch_cursor *c, char *dst, size_t n)
 		k = ch_min(ch_min(n, c->rec_left), c->len - c->pos);
 		if (k == 0)
 			return INCOMPLETE(c);
-		if (memchr(c->buf + c->pos, '\0', k) != NULL)
-			return BAD(c, "NUL in host_name");
-		memcpy(dst, c->buf + c->pos, k);
-		dst += k;
+		if (dst != NULL) {
+			if (memchr(c->buf + c->pos, '\0', k) != NULL)
+				return BAD(c, "NUL in host_name");
+			memcpy(dst, c->buf + c->pos, k);
+			dst += k;
+		}
 		c->pos += k;
 		c->rec_left -= k;
 		c->hs_off += k;
@@ -312,7 +294,7 @@ ch_server_name(struct ch_cursor *c, size_t elen, struct clienthello *out)
 	if ((r = ch_num(c, 2, nlen, nlen, "more than one server name",
 	    "bad host_name length", &v)) != HELLO_OK)
 		return r;
-	if ((r = ch_copy(c, out->sni, nlen)) != HELLO_OK)
+	if ((r = ch_take(c, out->sni, nlen)) != HELLO_OK)
 		return r;
 	out->sni[nlen] = '\0';
 	out->has_sni = true;
@@ -391,7 +373,7 @@ ch_extensions(struct ch_cursor *c, struct clienthello *out)
 		else {
 			if (type == TLS_EXT_ALPN)
 				out->has_alpn = true;
-			r = ch_skip(c, elen);
+			r = ch_take(c, NULL, elen);
 		}
 		if (r != HELLO_OK)
 			return r;
@@ -411,7 +393,7 @@ ch_body(struct ch_cursor *c, struct clienthello *out)
 	    "bad legacy_version", &v)) != HELLO_OK)
 		return r;
 	out->legacy_version = (uint16_t)v;
-	if ((r = ch_skip(c, TLS_RANDOM_LEN)) != HELLO_OK)
+	if ((r = ch_take(c, NULL, TLS_RANDOM_LEN)) != HELLO_OK)
 		return r;
 
 	/* session_id, leaving room for cipher_suites (4) and
@@ -419,7 +401,7 @@ ch_body(struct ch_cursor *c, struct clienthello *out)
 	rest = ch_left(c) - 1;
 	if ((r = ch_num(c, 1, 0, ch_min(TLS_SESSION_ID_MAX, rest - 6),
 	    "bad session_id length", "bad session_id length", &v)) != HELLO_OK ||
-	    (r = ch_skip(c, v)) != HELLO_OK)
+	    (r = ch_take(c, NULL, v)) != HELLO_OK)
 		return r;
 
 	/* cipher_suites: pairs, at least one, room for compression_methods */
@@ -430,7 +412,7 @@ ch_body(struct ch_cursor *c, struct clienthello *out)
 		return r;
 	if (v % 2 != 0)
 		return BAD(c, "bad cipher_suites length");
-	if ((r = ch_skip(c, v)) != HELLO_OK)
+	if ((r = ch_take(c, NULL, v)) != HELLO_OK)
 		return r;
 
 	/*
@@ -446,7 +428,7 @@ ch_body(struct ch_cursor *c, struct clienthello *out)
 	rest -= v;
 	if (rest == 1 || (rest > 2 && rest < 2 + TLS_EXT_HDR_LEN))
 		return BAD(c, "bad compression_methods length");
-	if ((r = ch_skip(c, v)) != HELLO_OK)
+	if ((r = ch_take(c, NULL, v)) != HELLO_OK)
 		return r;
 	if (rest == 0)
 		return HELLO_OK;

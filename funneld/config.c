@@ -196,11 +196,11 @@ on_section(struct ini_reader *rd, char *text)
 		return 0;
 	}
 	if (strncasecmp(text, "backend", 7) == 0 && (text[7] == ' ' || text[7] == '\t'))
-		return backend_open(p, trim(text + 8));
+		return backend_open(p, ini_trim(text + 8));
 	if (strcasecmp(text, "backend") == 0)
 		return fail(p, p->rd.line, "missing target in [backend] (want [backend HOST:PORT])");
 	if (strncasecmp(text, "listener", 8) == 0 && (text[8] == ' ' || text[8] == '\t'))
-		return listener_open(p, trim(text + 9));
+		return listener_open(p, ini_trim(text + 9));
 	if (strcasecmp(text, "listener") == 0)
 		return fail(p, p->rd.line, "missing address in [listener] (want [listener HOST:PORT])");
 	return fail(p, p->rd.line, "unknown section [%s]", Q(text));
@@ -235,7 +235,7 @@ list_value(struct parser *p, const struct keydef *k, char *v)
 	for (item = v; item != NULL; item = next) {
 		if ((next = strchr(item, ',')) != NULL)
 			*next++ = '\0';
-		item = trim(item);
+		item = ini_trim(item);
 		if (*item == '\0') {
 			/* A trailing comma, before a continuation line, is fine. */
 			if (next == NULL && item != v)

@@ -43,19 +43,6 @@ grow(void **v, size_t n, size_t size)
 	return 0;
 }
 
-char *
-trim(char *s)
-{
-	char *e;
-
-	while (*s == ' ' || *s == '\t')
-		s++;
-	e = s + strlen(s);
-	while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
-		*--e = '\0';
-	return s;
-}
-
 struct tls_conf *
 cur_tls(struct parser *p)
 {

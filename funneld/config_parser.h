@@ -49,7 +49,6 @@ struct parser {
 
 int oom(struct parser *p);
 int grow(void **v, size_t n, size_t size);
-char *trim(char *s);
 int strlist_add(struct strlist *l, const char *s);
 int add_cidr(struct cidr **v, size_t *n, const struct cidr *c);
 struct tls_conf *cur_tls(struct parser *p);      /* of the section being read */

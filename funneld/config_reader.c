@@ -60,8 +60,8 @@ ini_reader_fail(struct ini_reader *r, int line, const char *fmt, ...)
 	return -1;
 }
 
-static char *
-trim(char *s)
+char *
+ini_trim(char *s)
 {
 	char *e;
 
@@ -108,7 +108,7 @@ section_line(struct ini_reader *r, char *start)
 			return ini_reader_fail(r, r->line, "unexpected text after section header");
 	*end = '\0';
 	r->have_key = false;
-	return r->section(r, trim(start + 1));
+	return r->section(r, ini_trim(start + 1));
 }
 
 /* Decide what inih will make of this line and act on what it will not
@@ -195,7 +195,7 @@ on_pair(void *user, const char *section, const char *name, const char *value)
 		/* inih hands continuation lines over with their comment. */
 		c = find_chars_or_comment(v, NULL);
 		*c = '\0';
-		c = trim(v);
+		c = ini_trim(v);
 		memmove(v, c, strlen(c) + 1);
 	}
 	rc = r->key(r, name, v, cont);

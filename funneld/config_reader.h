@@ -47,6 +47,9 @@ int ini_reader_parse(struct ini_reader *r, const char *text);
 /* Record the first error; line 0 means "no line applies".  Returns -1. */
 int ini_reader_fail(struct ini_reader *r, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* s without its leading and trailing blanks (spaces, tabs), cut in place. */
+char *ini_trim(char *s);
+
 /* User text for a message: printable ASCII, the rest escaped, at most cap bytes. */
 const char *ini_quote(char *buf, size_t cap, const char *s);
 

@@ -29,6 +29,35 @@
 
 static const char response_101[] = "HTTP/1.1 101 Switching Protocols\r\n\r\n";
 
+/*
+ * A connection's events live right behind its struct, in its slab slot
+ * (event_assign(), sized by event_get_struct_event_size() as libevent
+ * asks), so that nothing of a connection is in the heap.
+ */
+enum { EV_RELAY_READ, EV_RELAY_WRITE, EV_BACKEND_READ, EV_BACKEND_WRITE, EV_TIMER, EV_BUDGET, CONN_EVENTS };
+
+static size_t
+round16(size_t n)
+{
+	return (n + 15) / 16 * 16;
+}
+
+size_t
+conn_alloc_size(void)
+{
+	return round16(sizeof(struct conn)) + CONN_EVENTS * round16(event_get_struct_event_size());
+}
+
+/* Event slot i of c, set up for fd / what / cb; NULL if libevent refuses. */
+static struct event *
+conn_event(struct conn *c, int i, evutil_socket_t fd, short what, event_callback_fn cb)
+{
+	struct event *ev = (struct event *)(void *)((char *)c + round16(sizeof(*c)) +
+	    (size_t)i * round16(event_get_struct_event_size()));
+
+	return event_assign(ev, c->owner->base, fd, what, cb, c) == 0 ? ev : NULL;
+}
+
 static void conn_pump(struct conn *c);
 static void conn_step(struct conn *c);
 static void conn_io(evutil_socket_t fd, short what, void *arg);
@@ -158,7 +187,7 @@ conn_close(struct conn *c, enum conn_result result, const char *reason)
 
 	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
 		if (evs[i] != NULL)
-			event_free(evs[i]);
+			event_del(evs[i]);
 	c->relay_rev = c->relay_wev = c->backend_rev = c->backend_wev = c->timer = c->budget_ev = NULL;
 	c->interest = 0;
 	if (c->relay_fd >= 0)
@@ -186,7 +215,7 @@ conn_free(struct conn *c)
 {
 	tls_conn_free(&c->tls);
 	snapshot_release(c->snap);
-	free(c);
+	slab_free(&c->owner->slab, c);
 }
 
 /*
@@ -203,32 +232,11 @@ conn_relay_may_read(struct conn *c)
 	return false;
 }
 
-/*
- * Send what io.tx holds while the relay takes it; a short send clears
- * relay_writable (its write event sets it again), and tx goes back to the
- * pool once empty.  0 when all went or the rest waits; -1 when the socket
- * failed (errno says why).
- */
+/* Send what io.tx holds while the relay takes it; see buf_send(). */
 int
 conn_flush_tx(struct conn *c)
 {
-	struct buf *b = &c->io.tx;
-
-	while (buf_pending(b) > 0) {
-		if (!c->relay_writable)
-			return 0;
-		ssize_t n = send(c->relay_fd, b->p + b->off, buf_pending(b), MSG_NOSIGNAL);
-		if (n < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-				return -1;
-			n = 0;
-		}
-		b->off += (size_t)n;
-		if (buf_pending(b) > 0)
-			c->relay_writable = false;
-	}
-	buf_release(&c->owner->pool, b);
-	return 0;
+	return buf_send(&c->owner->pool, &c->io.tx, c->relay_fd, &c->relay_writable);
 }
 
 /*
@@ -352,8 +360,8 @@ conn_begin_handshake(struct conn *c, const struct backend_conf *b, bool answer_1
 		return -1;
 	}
 	c->backend = b;
-	c->backend_rev = event_new(c->owner->base, c->backend_fd, EV_READ | EV_PERSIST, conn_io, c);
-	c->backend_wev = event_new(c->owner->base, c->backend_fd, EV_WRITE | EV_PERSIST, conn_io, c);
+	c->backend_rev = conn_event(c, EV_BACKEND_READ, c->backend_fd, EV_READ | EV_PERSIST, conn_io);
+	c->backend_wev = conn_event(c, EV_BACKEND_WRITE, c->backend_fd, EV_WRITE | EV_PERSIST, conn_io);
 	if (c->backend_rev == NULL || c->backend_wev == NULL ||
 	    tls_conn_setup(c->snap->tls, c->backend_index, c->req.target_host, &c->tls, &c->io) != 0) {
 		conn_close(c, RESULT_BACKEND_ERROR, "out of memory");
@@ -615,7 +623,7 @@ wait_for_budget(struct conn *c)
 	struct timeval tv = { 0, BUDGET_RETRY_MS * 1000 };
 
 	c->io.starved = false;
-	if (c->budget_ev == NULL && (c->budget_ev = evtimer_new(c->owner->base, budget_retry, c)) == NULL) {
+	if (c->budget_ev == NULL && (c->budget_ev = conn_event(c, EV_BUDGET, -1, 0, budget_retry)) == NULL) {
 		conn_close(c, RESULT_RELAY_ERROR, "out of memory");
 		return;
 	}
@@ -698,10 +706,10 @@ splice_timeout(struct conn *c)
 		return;
 	}
 	if (!c->trimmed && idle >= TRIM_AFTER_MS) {
-		tls_conn_trim(&c->tls);
 		c->trimmed = true;
-		log_debug("conn %llu: idle for %llu ms, TLS record buffers trimmed", (unsigned long long)c->id,
-		    (unsigned long long)idle);
+		if (tls_conn_trim(&c->tls))
+			log_debug("conn %llu: idle for %llu ms, TLS record buffers trimmed",
+			    (unsigned long long)c->id, (unsigned long long)idle);
 	}
 	/* Wake for the idle limit, or earlier to trim. */
 	conn_arm_timer_ms(c, !c->trimmed && TRIM_AFTER_MS - idle < limit - idle ? TRIM_AFTER_MS - idle : limit - idle);
@@ -801,7 +809,7 @@ conn_new(struct conn_owner *o, int fd, const struct sockaddr *peer)
 	static const struct sockaddr unknown = { .sa_family = AF_UNSPEC };
 	struct conn *c;
 
-	if ((c = calloc(1, sizeof(*c))) == NULL) {
+	if ((c = slab_alloc(&o->slab)) == NULL) {
 		close(fd);
 		return NULL;
 	}
@@ -835,9 +843,9 @@ conn_start(struct conn *c, const struct listener *l)
 	/* TCP_NODELAY comes from the listener (accepted sockets inherit it). */
 	if (l->kind == LISTEN_UNIX)
 		c->peer_allowed = true;
-	c->relay_rev = event_new(o->base, c->relay_fd, EV_READ | EV_PERSIST, conn_io, c);
-	c->relay_wev = event_new(o->base, c->relay_fd, EV_WRITE | EV_PERSIST, conn_io, c);
-	c->timer = evtimer_new(o->base, conn_timeout, c);
+	c->relay_rev = conn_event(c, EV_RELAY_READ, c->relay_fd, EV_READ | EV_PERSIST, conn_io);
+	c->relay_wev = conn_event(c, EV_RELAY_WRITE, c->relay_fd, EV_WRITE | EV_PERSIST, conn_io);
+	c->timer = conn_event(c, EV_TIMER, -1, 0, conn_timeout);
 	if (c->relay_rev == NULL || c->relay_wev == NULL || c->timer == NULL) {
 		conn_close(c, RESULT_RELAY_ERROR, "out of memory");
 		return;

@@ -112,6 +112,7 @@ struct conn {
  * out of memory: fd is closed), which the owner lists before conn_start();
  * conn_close() for a forced end; conn_free() once closed() told it so.
  */
+size_t conn_alloc_size(void);                  /* of a connection's slab slot */
 struct conn *conn_new(struct conn_owner *o, int fd, const struct sockaddr *peer);
 void conn_start(struct conn *c, const struct listener *l);
 void conn_close(struct conn *c, enum conn_result result, const char *reason);

@@ -8,6 +8,7 @@
 #define FUNNELD_CONN_OWNER_H
 
 #include "buf.h"
+#include "slab.h"
 
 struct conn;
 struct event_base;
@@ -16,6 +17,7 @@ struct conn_owner {
 	unsigned id;                    /* the worker's number, for logs */
 	struct event_base *base;
 	struct bufpool pool;            /* data path buffers of its connections */
+	struct slab slab;               /* its connections' structs */
 	unsigned char *scratch;         /* CONN_SCRATCH bytes for input that is thrown away */
 	void (*closed)(struct conn_owner *o, struct conn *c);
 };

@@ -25,18 +25,6 @@ is_ows(unsigned char c)
 	return c == ' ' || c == '\t';
 }
 
-static inline bool
-is_digit(unsigned char c)
-{
-	return c >= '0' && c <= '9';
-}
-
-static inline unsigned char
-to_lower(unsigned char c)
-{
-	return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
-}
-
 /* RFC 9110 tchar: ALPHA, DIGIT and !#$%&'*+-.^_`|~, as a bitmap of ASCII. */
 static inline bool
 is_tchar(unsigned char c)
@@ -53,7 +41,7 @@ name_is(const char *p, size_t n, const char *lower, size_t lower_len)
 	if (n != lower_len)
 		return false;
 	for (size_t i = 0; i < n; i++)
-		if (to_lower((unsigned char)p[i]) != (unsigned char)lower[i])
+		if (ascii_lower((unsigned char)p[i]) != (unsigned char)lower[i])
 			return false;
 	return true;
 }
@@ -136,7 +124,7 @@ content_length(const char *buf, struct ingress_head *h, size_t off, size_t len)
 	size_t i, z;
 
 	for (i = 0; i < len; i++)
-		if (!is_digit((unsigned char)v[i]))
+		if (!ascii_digit((unsigned char)v[i]))
 			break;
 	if (len == 0 || i != len) {
 		h->cl_bad = true;

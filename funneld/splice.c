@@ -16,31 +16,6 @@
 #define DISCARD_BYTES (16 * 1024 * 1024)       /* taken from a client after its backend was lost */
 
 /*
- * Send what b holds to the backend while it takes it; a short send clears
- * backend_writable (its write event sets it again), and b goes back once
- * empty.  0 when all went or the rest waits; -1 when the socket failed.
- */
-static int
-send_to_backend(struct conn *c, struct buf *b)
-{
-	while (buf_pending(b) > 0) {
-		if (!c->backend_writable)
-			return 0;
-		ssize_t n = send(c->backend_fd, b->p + b->off, buf_pending(b), MSG_NOSIGNAL);
-		if (n < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-				return -1;
-			n = 0;
-		}
-		b->off += (size_t)n;
-		if (buf_pending(b) > 0)
-			c->backend_writable = false;
-	}
-	buf_release(&c->owner->pool, b);
-	return 0;
-}
-
-/*
  * The backend went away mid-stream.  The client gets what the backend sent
  * before that, then a FIN without close_notify: TLS tells it the stream was
  * cut short, and TCP does not reset it.  What it still sends is dropped
@@ -101,7 +76,7 @@ splice_c2b(struct conn *c)
 {
 	for (;;) {
 		if (buf_pending(&c->c2b) > 0) {
-			if (send_to_backend(c, &c->c2b) != 0) {
+			if (buf_send(&c->owner->pool, &c->c2b, c->backend_fd, &c->backend_writable) != 0) {
 				backend_lost(c, "backend write failed");
 				return 0;       /* splice_pump ends the client's stream first */
 			}

@@ -7,9 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <mbedtls/ctr_drbg.h>
@@ -18,18 +16,19 @@
 #include <mbedtls/net_sockets.h>
 #include <mbedtls/oid.h>
 #include <mbedtls/pk.h>
+#include <mbedtls/ssl_cache.h>
 #include <mbedtls/ssl_ticket.h>
 #include <mbedtls/x509_crt.h>
 
 #include "addr.h"
 #include "tls_compat.h"
-#include "session_store.h"
 #include "tls_internals.h"
 #include "tls_suites.h"
 #include "tls.h"
 
 #define PARTITIONS_MAX 256              /* server names with resumption state: a ticket's first byte */
-#define SESSION_STORE_CAPACITY 16384    /* TLS 1.2 session-ID sessions kept, all names together */
+#define SESSION_CACHE_EXACT 10000       /* sessions kept for a name a certificate spells out */
+#define SESSION_CACHE_WILDCARD 100      /* ... for one only a wildcard covers: clients invent those */
 
 struct tls_cert {
 	char *cert_path, *key_path;
@@ -57,9 +56,9 @@ struct tls_server {
  * them) before names a certificate spells out, so churn of invented names
  * never evicts a configured one, and a name in use stays.  An evicted
  * name's tickets no longer decrypt (new keys): a full handshake follows.
- * Memory: at most PARTITIONS_MAX partitions; their session-ID sessions
- * share one table of SESSION_STORE_CAPACITY (session_store.c), where a
- * partition's serial tells them apart.
+ * Memory: at most PARTITIONS_MAX partitions; a session cache holds
+ * SESSION_CACHE_EXACT sessions for a name a certificate spells out, and
+ * SESSION_CACHE_WILDCARD for any other (fixed when the partition is made).
  */
 struct partition {
 	size_t slot;                    /* in partitions[], written at the start of its tickets */
@@ -68,8 +67,8 @@ struct partition {
 	bool exact;                     /* a certificate spells the name out */
 	uint64_t used;                  /* partition_clock at its last use */
 	unsigned refs;                  /* the table's, and one per callback at work */
-	uint64_t serial;                /* its sessions' owner in the session store: never reused */
 	mbedtls_ssl_ticket_context tickets;
+	mbedtls_ssl_cache_context cache;
 };
 
 struct tls_ctx {
@@ -84,8 +83,7 @@ struct tls_ctx {
 
 static pthread_mutex_t partition_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct partition *partitions[PARTITIONS_MAX];
-static uint64_t partition_clock, partition_serial;
-static struct session_store *sessions;
+static uint64_t partition_clock;
 
 /* The connection whose handshake this thread is running: the SNI, ticket
  * and cache callbacks (and the random generator) get no connection of their
@@ -142,6 +140,7 @@ static void
 partition_free(struct partition *p)
 {
 	mbedtls_ssl_ticket_free(&p->tickets);
+	mbedtls_ssl_cache_free(&p->cache);
 	free(p);
 }
 
@@ -155,8 +154,6 @@ tls_global_done(void)
 		partitions[i] = NULL;
 	}
 	pthread_mutex_unlock(&partition_lock);
-	session_store_free(sessions);
-	sessions = NULL;
 	tls_internals_done();
 	compat_global_done();
 }
@@ -170,13 +167,6 @@ tls_global_init(char *what, size_t len)
 		snprintf(what, len, "mbedTLS %s: PSA crypto does not start", MBEDTLS_VERSION_STRING);
 		return -1;
 	}
-	uint8_t key[16];
-	if (getrandom(key, sizeof(key), 0) != (ssize_t)sizeof(key) ||
-	    (sessions = session_store_new(SESSION_STORE_CAPACITY, key)) == NULL) {
-		snprintf(what, len, "the TLS session store cannot be made: %s", strerror(errno));
-		return -1;
-	}
-	explicit_bzero(key, sizeof(key));
 	tls_internals_init(internals, sizeof(internals));
 	snprintf(what, len, "%s; TLS %s", internals, compat_tls13() ? "1.2 and 1.3" : "1.2");
 	return 0;
@@ -466,13 +456,15 @@ partition_new(const char *name, unsigned rotation, bool exact)
 	p->exact = exact;
 	p->refs = 1;
 	mbedtls_ssl_ticket_init(&p->tickets);
+	mbedtls_ssl_cache_init(&p->cache);
 	/* mbedTLS rotates the key every `rotation` seconds, keeps the previous
 	 * one, and refuses tickets older than that: exactly ticket_rotation. */
 	if (mbedtls_ssl_ticket_setup(&p->tickets, thread_random, NULL, MBEDTLS_CIPHER_AES_256_GCM, rotation) != 0) {
 		partition_free(p);
 		return NULL;
 	}
-	p->serial = ++partition_serial;         /* under partition_lock */
+	mbedtls_ssl_cache_set_max_entries(&p->cache, exact ? SESSION_CACHE_EXACT : SESSION_CACHE_WILDCARD);
+	mbedtls_ssl_cache_set_timeout(&p->cache, (int)rotation);
 	return p;
 }
 
@@ -616,49 +608,34 @@ ticket_parse(void *arg, mbedtls_ssl_session *session, unsigned char *buf, size_t
 	return ret;
 }
 
-/*
- * TLS 1.2 session IDs, kept serialised in the session store under the
- * partition of the server name.  The cache is asked once the whole
- * ClientHello, SNI included, is read.
- */
+/* TLS 1.2 session IDs.  The cache is asked once the whole ClientHello, SNI included, is read. */
 static int
 cache_get(void *arg, const unsigned char *id, size_t len, mbedtls_ssl_session *session)
 {
 	const struct tls_ctx *ctx = arg;
-	unsigned char blob[SESSION_BLOB_MAX];
 	struct partition *p;
-	size_t n;
-	int ret = 1;
+	int ret;
 
-	if (handshaking == NULL || sessions == NULL || (p = partition_of(ctx, handshaking, false)) == NULL)
+	if (handshaking == NULL || (p = partition_of(ctx, handshaking, false)) == NULL)
 		return 1;
-	n = session_store_get(sessions, p->serial, id, len, (uint64_t)time(NULL), ctx->rotation, blob, sizeof(blob));
-	if (n > 0 && mbedtls_ssl_session_load(session, blob, n) == 0) {
+	if ((ret = compat_cache_get(&p->cache, id, len, session)) == 0)
 		snprintf(handshaking->resumed, sizeof(handshaking->resumed), "%s", p->name);
-		ret = 0;
-	}
-	explicit_bzero(blob, sizeof(blob));
 	partition_put(p);
-	return ret;
+	return ret != 0;
 }
 
 static int
 cache_set(void *arg, const unsigned char *id, size_t len, const mbedtls_ssl_session *session)
 {
 	const struct tls_ctx *ctx = arg;
-	unsigned char blob[SESSION_BLOB_MAX];
 	struct partition *p;
-	size_t n;
-	int ret = 1;
+	int ret;
 
-	if (handshaking == NULL || sessions == NULL || (p = partition_of(ctx, handshaking, true)) == NULL)
+	if (handshaking == NULL || (p = partition_of(ctx, handshaking, true)) == NULL)
 		return 1;
-	/* A session too large to keep (it cannot be, for a server) is not kept. */
-	if (mbedtls_ssl_session_save(session, blob, sizeof(blob), &n) == 0)
-		ret = session_store_put(sessions, p->serial, id, len, blob, n, (uint64_t)time(NULL));
-	explicit_bzero(blob, sizeof(blob));
+	ret = compat_cache_set(&p->cache, id, len, session);
 	partition_put(p);
-	return ret != 0;
+	return ret;
 }
 
 static const char **
@@ -804,10 +781,10 @@ tls_conn_free(struct tls_conn *tc)
 	tc->ready = false;
 }
 
-void
+bool
 tls_conn_trim(struct tls_conn *tc)
 {
-	tls_internals_trim(&tc->ssl);
+	return tls_internals_trim(&tc->ssl);
 }
 
 enum hs_failure

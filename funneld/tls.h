@@ -70,8 +70,9 @@ enum hs_failure tls_conn_failure(const struct tls_conn *tc, int err);
  * Give the memory behind mbedTLS's record buffers back to the kernel while
  * a connection is idle (where the library allows it); it faults back in
  * when used.  Does nothing while mbedTLS holds input it has not processed.
+ * True when a buffer was trimmed.
  */
-void tls_conn_trim(struct tls_conn *tc);
+bool tls_conn_trim(struct tls_conn *tc);
 
 /* mbedtls_strerror into buf. */
 const char *tls_strerror(int err, char *buf, size_t len);

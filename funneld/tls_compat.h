@@ -13,6 +13,7 @@
 #include <mbedtls/ecp.h>
 #include <mbedtls/pk.h>
 #include <mbedtls/ssl.h>
+#include <mbedtls/ssl_cache.h>
 #include <mbedtls/version.h>
 
 #include "result.h"
@@ -196,6 +197,31 @@ compat_conf_session_cache(mbedtls_ssl_config *c, struct compat_cache *cc)
 	mbedtls_ssl_conf_session_cache(c, cc->arg, cc->get, cc->set);
 #else
 	mbedtls_ssl_conf_session_cache(c, cc, compat_cache_get_adapter, compat_cache_set_adapter);
+#endif
+}
+
+static inline int
+compat_cache_get(mbedtls_ssl_cache_context *cache, const unsigned char *id, size_t len, mbedtls_ssl_session *session)
+{
+#ifdef TLS_COMPAT_MBEDTLS3
+	return mbedtls_ssl_cache_get(cache, id, len, session);
+#else
+	(void)id;
+	(void)len;
+	return mbedtls_ssl_cache_get(cache, session);
+#endif
+}
+
+static inline int
+compat_cache_set(mbedtls_ssl_cache_context *cache, const unsigned char *id, size_t len,
+    const mbedtls_ssl_session *session)
+{
+#ifdef TLS_COMPAT_MBEDTLS3
+	return mbedtls_ssl_cache_set(cache, id, len, session);
+#else
+	(void)id;
+	(void)len;
+	return mbedtls_ssl_cache_set(cache, session);
 #endif
 }
 

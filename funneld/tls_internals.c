@@ -224,16 +224,23 @@ trim_buffer(unsigned char *p)
 		madvise((void *)start, end - start, MADV_DONTNEED);
 }
 
-void
+bool
 tls_internals_trim(mbedtls_ssl_context *ssl)
 {
+	bool trimmed = false;
+
 	if (!active)
-		return;
+		return false;
 	/* in_left: part of a record is in; check_pending: a whole one is not processed yet. */
-	if (ssl->in_left == 0 && mbedtls_ssl_check_pending(ssl) == 0 && mbedtls_ssl_get_bytes_avail(ssl) == 0)
+	if (ssl->in_left == 0 && mbedtls_ssl_check_pending(ssl) == 0 && mbedtls_ssl_get_bytes_avail(ssl) == 0) {
 		trim_buffer(ssl->in_buf);
-	if (ssl->out_left == 0)
+		trimmed = true;
+	}
+	if (ssl->out_left == 0) {
 		trim_buffer(ssl->out_buf);
+		trimmed = true;
+	}
+	return trimmed;
 }
 
 void
@@ -255,7 +262,7 @@ void tls_internals_prepare_curve(int id, int (*rng)(void *, unsigned char *, siz
 void tls_internals_lend_base_table(mbedtls_ssl_context *ssl) { (void)ssl; }
 void tls_internals_take_back(mbedtls_ssl_context *ssl) { (void)ssl; }
 void tls_internals_handshake_done(mbedtls_ssl_context *ssl) { (void)ssl; }
-void tls_internals_trim(mbedtls_ssl_context *ssl) { (void)ssl; }
+bool tls_internals_trim(mbedtls_ssl_context *ssl) { (void)ssl; return false; }
 void tls_internals_done(void) {}
 
 #endif

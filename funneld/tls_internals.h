@@ -34,7 +34,7 @@ void tls_internals_take_back(mbedtls_ssl_context *ssl);
 void tls_internals_handshake_done(mbedtls_ssl_context *ssl);
 
 /* Give the pages of an idle connection's record buffers back to the kernel. */
-void tls_internals_trim(mbedtls_ssl_context *ssl);
+bool tls_internals_trim(mbedtls_ssl_context *ssl);
 
 void tls_internals_done(void);
 

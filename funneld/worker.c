@@ -225,6 +225,7 @@ worker_init(struct worker *w)
 	TAILQ_INIT(&w->conns);
 	TAILQ_INIT(&w->closed);
 	w->owner.closed = conn_closed;
+	slab_init(&w->owner.slab, conn_alloc_size());
 	if ((w->owner.base = event_base_new()) == NULL)
 		return -1;
 	if ((w->owner.scratch = malloc(CONN_SCRATCH)) == NULL)
@@ -289,4 +290,5 @@ worker_free(struct worker *w)
 		event_base_free(w->owner.base);
 	free(w->owner.scratch);
 	bufpool_clear(&w->owner.pool);
+	slab_clear(&w->owner.slab);
 }

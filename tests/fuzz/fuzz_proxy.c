@@ -203,21 +203,24 @@ check_v2(const uint8_t *out, int n, const struct proxy_info *pi,
     const struct norm *s, const struct norm *d)
 {
 	struct tlvs	 top, sub;
-	size_t		 addr = s->family == AF_INET ? 12 : 36;
+	/* no source to tell: UNSPEC with no addresses, the TLVs all the same */
+	size_t		 addr = s->family == 0 ? 0 : s->family == AF_INET ? 12 : 36;
 	const uint8_t	*a = out + 16;
 	int		 ssl;
 
 	CHECK(n >= 16 && n <= PROXY_HEADER_MAX);
 	CHECK(memcmp(out, sig, 12) == 0);
 	CHECK(out[12] == 0x21);
-	CHECK(out[13] == (s->family == AF_INET ? 0x11 : 0x21));
+	CHECK(out[13] == (s->family == 0 ? 0x00 : s->family == AF_INET ? 0x11 : 0x21));
 	CHECK(((size_t)out[14] << 8 | out[15]) == (size_t)n - 16);
 	CHECK((size_t)n >= 16 + addr);
-	CHECK(memcmp(a, s->addr, alen(s->family)) == 0);
-	CHECK(memcmp(a + alen(s->family), d->addr, alen(s->family)) == 0);
-	a += 2 * alen(s->family);
-	CHECK(((unsigned int)a[0] << 8 | a[1]) == s->port);
-	CHECK(((unsigned int)a[2] << 8 | a[3]) == d->port);
+	if (s->family != 0) {
+		CHECK(memcmp(a, s->addr, alen(s->family)) == 0);
+		CHECK(memcmp(a + alen(s->family), d->addr, alen(s->family)) == 0);
+		a += 2 * alen(s->family);
+		CHECK(((unsigned int)a[0] << 8 | a[1]) == s->port);
+		CHECK(((unsigned int)a[2] << 8 | a[3]) == d->port);
+	}
 
 	walk(out + 16 + addr, out + n, &top);
 	check_str_tlv(&top, 0x01, pi->alpn);
@@ -286,7 +289,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint16_t		 tport;
 	char			 str[4][2 * 255 + 1];
 	uint8_t			 out1[PROXY_HEADER_MAX], out2[PROXY_HEADER_MAX];
-	int			 n1, n2, match, fits;
+	int			 n1, n2, unknown, match, fits;
 	size_t			 cap;
 
 	take(&c, &kinds, 1);
@@ -315,7 +318,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	else
 		cap = (size_t)(capb - 0x80) * 8;
 
-	match = sn.family != 0 && sn.family == dn.family;
+	/* a source of family AF_UNSPEC: "PROXY UNKNOWN" (v1), UNSPEC (v2), whatever dst is */
+	unknown = ss.ss_family == AF_UNSPEC;
+	match = unknown || (sn.family != 0 && sn.family == dn.family);
 	fits = (!pi.authority || strlen(pi.authority) <= PROXY_AUTHORITY_MAX) &&
 	    (!pi.alpn || strlen(pi.alpn) <= PROXY_ALPN_MAX) &&
 	    (!pi.tls_version || strlen(pi.tls_version) <= PROXY_TLS_STR_MAX) &&
@@ -324,7 +329,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* v1 */
 	n1 = proxy_build_v1(&pi, out1, sizeof(out1));
 	CHECK(match ? n1 > 0 : n1 == -1);
-	if (n1 > 0)
+	if (n1 > 0 && unknown)
+		CHECK(n1 == 15 && memcmp(out1, "PROXY UNKNOWN\r\n", 15) == 0);
+	else if (n1 > 0)
 		check_v1(out1, n1, &sn, &dn);
 	check_cap(proxy_build_v1, &pi, out1, n1, cap);
 	if (n1 > 0) {

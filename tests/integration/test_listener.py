@@ -545,7 +545,9 @@ class PathTest(unittest.TestCase):
                 relay = self.relays[(version, public)]
                 for family in ((4, 6) if relay.ipv6 else (4,)):
                     with self.subTest(version=version, public=public, family=family):
-                        self.fetch_and_check(relay.ports[family], family, public, f"relay{version}")
+                        rec = self.fetch_and_check(relay.ports[family], family, public, f"relay{version}")
+                        if (version, public, family) == (2, 443, 4):
+                            print("\n    curl via relay-v2: " + "\n    ".join(self.raw_lines([rec])), flush=True)
         self.settle()
         self.assertTrue(all(r.get("result") == "ok" for r in self.new_records()), self.new_records())
 
@@ -642,6 +644,8 @@ class PathTest(unittest.TestCase):
                 with self.subTest(frontend=name, family=family):
                     rec = self.fetch_and_check(self.haproxy.port(name, family), family, public, name)
                     fetched.append((name, rec))
+                    if (name, family) == ("v2_443", 4):
+                        print("\n    curl via haproxy-v2: " + "\n    ".join(self.raw_lines([rec])), flush=True)
         if not HAVE_V6:
             print("\n    (no IPv6 loopback: HAProxy's [::1] cases skipped)", flush=True)
         self.check_haproxy_sessions([rec for _, rec in fetched])

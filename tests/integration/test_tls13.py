@@ -178,6 +178,7 @@ class SClientTest(TLS13Case):
         recs = self.ledger.wait(3)
         self.assertEqual([(r["result"], r["tls"]) for r in recs], [("ok", "TLSv1.3")] * 3, recs)
         self.assertTrue(all(r["cipher"].startswith("TLS1-3-") for r in recs), recs)
+        print("\n    s_client -sess_in: " + re.search(r"(?m)^Reused, .*$", out).group(0), flush=True)
 
     def test_early_data_is_never_accepted(self):
         # The tickets say max_early_data 0, so a client does not even try;
