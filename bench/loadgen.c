@@ -46,9 +46,13 @@
  * With -f TARGET the client speaks to funneld as the Funnel relay does: the
  * "POST /v0/ingress" head and the ClientHello leave in ONE write, and the
  * "HTTP/1.1 101 Switching Protocols\r\n\r\n" answer is stripped before TLS.
- * Otherwise it is plain TLS.  Either way: TLS 1.2 only,
- * ECDHE-ECDSA-AES128-GCM-SHA256, group P-256, no certificate verification,
- * SNI funnel.bench.test (-s), session tickets offered.
+ * Otherwise it is plain TLS.  Either way: TLS 1.2 only (-V 1.3: TLS 1.3 only),
+ * ECDHE-ECDSA-AES128-GCM-SHA256 (TLS 1.3: TLS_AES_128_GCM_SHA256; -C: another
+ * suite), group P-256 (-g: another; in TLS 1.3 the one key share), no
+ * certificate verification, SNI funnel.bench.test (-s), session tickets
+ * offered.  TLS 1.3 resumption: the first connection waits for the server's
+ * NewSessionTicket, every later one offers it (psk_dhe_ke, OpenSSL's only
+ * mode as a client: an ECDHE on every resumption, for every server alike).
  *
  * Timing: -w warm-up seconds, then a -d seconds window; only the window counts.
  * -P PID[,PID...]: also report those processes' CPU use over the window
@@ -96,6 +100,9 @@ static struct sockaddr_in addr;
 static const char *unix_path;
 static const char *target;              /* -f: funneld ingress target */
 static const char *sni = "funnel.bench.test";
+static int tls_version = TLS1_2_VERSION;        /* -V */
+static const char *groups = "P-256";            /* -g */
+static const char *suite;                       /* -C: OpenSSL name (1.2 cipher list or 1.3 ciphersuites) */
 static int conc = 32;
 static double dur = 5, warm = 1;
 static long count = 5000;
@@ -467,6 +474,26 @@ lat_ping(struct conn *c)
 	lat_sent++;
 }
 
+/* The resume primer has the ticket: the measured connections start. */
+static void
+primer_done(struct conn *c)
+{
+	conn_free(c);
+	for (int i = 0; i < conc; i++)
+		conn_new();
+}
+
+/* OpenSSL's new-session callback: the first session with a ticket is the one offered. */
+static int
+on_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+	(void)ssl;
+	if (saved != NULL || !SSL_SESSION_has_ticket(sess))
+		return 0;
+	saved = sess;
+	return 1;               /* we keep the reference */
+}
+
 static void
 on_handshake(struct conn *c)
 {
@@ -480,12 +507,12 @@ on_handshake(struct conn *c)
 		return;
 	case M_RESUME:
 		if (c->primer) {
-			saved = SSL_get1_session(c->ssl);
-			if (saved == NULL || !SSL_SESSION_has_ticket(saved))
+			/* TLS 1.2: the ticket came in the handshake; 1.3: it comes
+			 * after it (drive_tls reads on until on_new_session has it). */
+			if (saved == NULL && tls_version == TLS1_2_VERSION)
 				die("no session ticket from the server");
-			conn_free(c);
-			for (int i = 0; i < conc; i++)
-				conn_new();
+			if (saved != NULL)
+				primer_done(c);
 			return;
 		}
 		if (window_open && !window_closed) {
@@ -629,8 +656,15 @@ start_tls(struct conn *c)
 	SSL_set_bio(c->ssl, c->rb, c->wb);
 	SSL_set_connect_state(c->ssl);
 	SSL_set_tlsext_host_name(c->ssl, sni);
-	if (mode == M_RESUME && !c->primer)
-		SSL_set_session(c->ssl, saved);
+	if (mode == M_RESUME && !c->primer) {
+		/* OpenSSL marks a TLS 1.3 session used once it resumed (tickets
+		 * are for one use): each connection offers a copy of it. */
+		SSL_SESSION *copy = tls_version == TLS1_3_VERSION ? SSL_SESSION_dup(saved) : saved;
+		if (copy == NULL || !SSL_set_session(c->ssl, copy))
+			die("SSL_set_session");
+		if (copy != saved)
+			SSL_SESSION_free(copy);
+	}
 	int r = SSL_do_handshake(c->ssl);
 	if (r != -1 || SSL_get_error(c->ssl, r) != SSL_ERROR_WANT_READ)
 		die("ClientHello not produced");
@@ -647,8 +681,10 @@ drive_tls(struct conn *c)
 		int r = SSL_do_handshake(c->ssl);
 		if (r == 1) {
 			on_handshake(c);
-			if (mode == M_HS || mode == M_RESUME)
+			if (mode == M_HS || (mode == M_RESUME && !c->primer))
 				return -1;      /* freed */
+			if (c->primer && saved != NULL)
+				return -1;      /* freed by primer_done */
 		} else {
 			int e = SSL_get_error(c->ssl, r);
 			if (e != SSL_ERROR_WANT_READ) {
@@ -668,8 +704,13 @@ drive_tls(struct conn *c)
 			continue;
 		}
 		int e = SSL_get_error(c->ssl, r);
-		if (e == SSL_ERROR_WANT_READ)
+		if (e == SSL_ERROR_WANT_READ) {
+			if (c->primer && saved != NULL) {
+				primer_done(c);
+				return -1;
+			}
 			return 0;
+		}
 		conn_end(c, 1, e == SSL_ERROR_ZERO_RETURN ? "server_closed" : "tls_read_error");
 		return -1;
 	}
@@ -1171,6 +1212,7 @@ usage(void)
 {
 	fprintf(stderr, "usage: loadgen -m hs|resume|req|up|down|lat|hold (-a HOST:PORT | -U PATH)\n"
 	    "  [-f TARGET] [-s SNI] [-c CONC] [-d SECONDS] [-w SECONDS] [-n COUNT] [-P PID,...] [-S CPU] [-o FILE]\n"
+	    "  [-V 1.2|1.3] [-g GROUPS] [-C SUITE]\n"
 	    "       loadgen -m flood|rst|idle -a HOST:PORT [-f TARGET] [-c CONC] [-n COUNT] [-d SECONDS]\n"
 	    "  [-i SRC [-i SRC]] [-D N] [-B ADDR,...] [-T SECONDS] [-N] [-R MS] [-r PER_SECOND]\n");
 	exit(2);
@@ -1182,7 +1224,7 @@ main(int argc, char **argv)
 	int opt, nsrc_given = 0;
 	struct epoll_event evs[512];
 
-	while ((opt = getopt(argc, argv, "m:a:U:f:s:c:d:w:n:P:S:o:i:D:B:T:NR:r:")) != -1) {
+	while ((opt = getopt(argc, argv, "m:a:U:f:s:c:d:w:n:P:S:o:i:D:B:T:NR:r:V:g:C:")) != -1) {
 		switch (opt) {
 		case 'm':
 			if (!strcmp(optarg, "hs")) mode = M_HS;
@@ -1211,6 +1253,13 @@ main(int argc, char **argv)
 		case 'U': unix_path = optarg; break;
 		case 'f': target = optarg; break;
 		case 's': sni = optarg; break;
+		case 'V':
+			if (!strcmp(optarg, "1.3")) tls_version = TLS1_3_VERSION;
+			else if (!strcmp(optarg, "1.2")) tls_version = TLS1_2_VERSION;
+			else usage();
+			break;
+		case 'g': groups = optarg; break;
+		case 'C': suite = optarg; break;
 		case 'c': conc = atoi(optarg); break;
 		case 'd': dur = atof(optarg); break;
 		case 'w': warm = atof(optarg); break;
@@ -1258,14 +1307,18 @@ main(int argc, char **argv)
 	}
 	if (!unix_path) {
 		ctx = SSL_CTX_new(TLS_client_method());
+		int v13 = tls_version == TLS1_3_VERSION;
 		if (ctx == NULL ||
-		    !SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) ||
-		    !SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION) ||
-		    !SSL_CTX_set_cipher_list(ctx, "ECDHE-ECDSA-AES128-GCM-SHA256") ||
-		    !SSL_CTX_set1_groups_list(ctx, "P-256"))
-			die("SSL_CTX setup failed");
+		    !SSL_CTX_set_min_proto_version(ctx, tls_version) ||
+		    !SSL_CTX_set_max_proto_version(ctx, tls_version) ||
+		    !SSL_CTX_set_cipher_list(ctx, !v13 && suite ? suite : "ECDHE-ECDSA-AES128-GCM-SHA256") ||
+		    !SSL_CTX_set_ciphersuites(ctx, v13 && suite ? suite : "TLS_AES_128_GCM_SHA256") ||
+		    !SSL_CTX_set1_groups_list(ctx, groups))
+			die("SSL_CTX setup failed (-V/-C/-g)");
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
-		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+		/* No internal cache: on_new_session keeps the one session resumption offers. */
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+		SSL_CTX_sess_set_new_cb(ctx, on_new_session);
 		SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 	}
 	if ((ep = epoll_create1(EPOLL_CLOEXEC)) < 0)
