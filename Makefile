@@ -80,7 +80,7 @@ $(BUILD)/obj-faults/%.o: %.c $(wildcard funneld/*.h) | build-deps-check
 $(BUILD)/funneld-faults: $(BUILD)/obj/funneld/main.o $(FAULT_OBJS) $(filter-out $(FAULT_SRCS:%.c=$(BUILD)/obj/%.o),$(LIB_OBJS))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/unit/%: tests/unit/%.c $(LIB) | build-deps-check
+$(BUILD)/tests/unit/%: tests/unit/%.c tests/unit/sockaddr_test.h $(LIB) | build-deps-check
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS) -lcmocka
 

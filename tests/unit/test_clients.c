@@ -17,32 +17,14 @@
 
 #include <cmocka.h>
 
+#include "sockaddr_test.h"
+
 #include "clients.h"
 
 static const uint8_t tkey[SIPHASH_KEY_LEN] = {
 	0x6b, 0x21, 0x90, 0x0e, 0x3c, 0xd4, 0x57, 0xa8,
 	0x11, 0xf2, 0x4d, 0x86, 0x2a, 0xbe, 0x73, 0x05,
 };
-
-/* A socket address from "1.2.3.4" or "2001:db8::1" and a port. */
-static struct sockaddr_storage
-sa(const char *ip, uint16_t port)
-{
-	struct sockaddr_storage	 ss;
-	struct sockaddr_in	*sin = (struct sockaddr_in *)&ss;
-	struct sockaddr_in6	*sin6 = (struct sockaddr_in6 *)&ss;
-
-	memset(&ss, 0, sizeof(ss));
-	if (inet_pton(AF_INET, ip, &sin->sin_addr) == 1) {
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons(port);
-	} else if (inet_pton(AF_INET6, ip, &sin6->sin6_addr) == 1) {
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons(port);
-	} else
-		fail_msg("bad address in test: %s", ip);
-	return ss;
-}
 
 /* Client number i: 2001:db8:X:Y::1, a /64 of its own. */
 static struct sockaddr_storage
@@ -65,8 +47,6 @@ sa_n(uint32_t i)
 	sin6->sin6_port = htons(443);
 	return ss;
 }
-
-#define SA(ss) ((const struct sockaddr *)&(ss))
 
 static struct clients *
 mk(size_t capacity, uint64_t log_interval_ms)

@@ -12,6 +12,8 @@
 
 #include <cmocka.h>
 
+#include "sockaddr_test.h"
+
 #include "proxy_protocol.h"
 
 typedef enum proxy_read_result (*reader_fn)(const uint8_t *, size_t,
@@ -23,51 +25,6 @@ typedef enum proxy_read_result (*reader_fn)(const uint8_t *, size_t,
 /* The first bytes of a TLS 1.2/1.3 ClientHello record, as pipelined data. */
 static const uint8_t tls_bytes[] = { 0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00,
     0x01, 0xfc, 0x03, 0x03, 'P', 'R', 'O', 'X', 'Y', ' ', '\r', '\n' };
-
-static struct sockaddr_storage
-sa(const char *ip, uint16_t port)
-{
-	struct sockaddr_storage	 ss;
-	struct sockaddr_in	*sin = (struct sockaddr_in *)&ss;
-	struct sockaddr_in6	*sin6 = (struct sockaddr_in6 *)&ss;
-
-	memset(&ss, 0, sizeof(ss));
-	if (inet_pton(AF_INET, ip, &sin->sin_addr) == 1) {
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons(port);
-	} else if (inet_pton(AF_INET6, ip, &sin6->sin6_addr) == 1) {
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons(port);
-	} else
-		fail_msg("bad address in test: %s", ip);
-	return ss;
-}
-
-#define SA(ss) ((const struct sockaddr *)&(ss))
-
-static void
-assert_sa(const struct sockaddr_storage *ss, int family, const char *ip,
-    uint16_t port)
-{
-	char	 buf[INET6_ADDRSTRLEN];
-
-	assert_int_equal(ss->ss_family, family);
-	if (family == AF_INET) {
-		const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
-
-		assert_non_null(inet_ntop(AF_INET, &sin->sin_addr, buf,
-		    sizeof(buf)));
-		assert_int_equal(ntohs(sin->sin_port), port);
-	} else {
-		const struct sockaddr_in6 *sin6 =
-		    (const struct sockaddr_in6 *)ss;
-
-		assert_non_null(inet_ntop(AF_INET6, &sin6->sin6_addr, buf,
-		    sizeof(buf)));
-		assert_int_equal(ntohs(sin6->sin6_port), port);
-	}
-	assert_string_equal(buf, ip);
-}
 
 /* Read exactly len bytes from a heap copy, so ASan sees any read past it. */
 static enum proxy_read_result
