@@ -716,15 +716,28 @@ drive_tls(struct conn *c)
 	}
 }
 
+/* A non-blocking connect() on fd has an outcome: -1 not yet, 0 connected,
+ * else the errno it failed with. */
+static int
+connect_outcome(int fd, unsigned events)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+		return -1;
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+		return errno;
+	return err;
+}
+
 static void
 conn_pump(struct conn *c, unsigned events)
 {
 	if (c->connecting) {
-		int err = 0;
-		socklen_t len = sizeof(err);
-		if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+		int err = connect_outcome(c->fd, events);
+		if (err < 0)
 			return;
-		getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
 		if (err != 0) {
 			conn_end(c, 1, strerror(err));
 			return;
@@ -1000,11 +1013,9 @@ static void
 storm_pump(struct conn *c, unsigned events)
 {
 	if (c->connecting) {
-		int err = 0;
-		socklen_t len = sizeof(err);
-		if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+		int err = connect_outcome(c->fd, events);
+		if (err < 0)
 			return;
-		getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
 		if (err != 0) {
 			if (!first_connect_err[0])
 				snprintf(first_connect_err, sizeof(first_connect_err), "connect:%s", strerror(err));
