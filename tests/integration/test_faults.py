@@ -718,10 +718,6 @@ class MaxConnectionsRecovery(FaultCase):
         self.assertEqual(sum(1 for r in recs if r["result"] == "ok"), 6, recs)
 
 
-if __name__ == "__main__":
-    unittest.main()
-
-
 class ClosedWhenHandshakeCompletes(FaultCase):
     """The step after a completed handshake closes the connection (its PROXY
     header cannot be queued, FUNNELD_FAULT=proxy_header_queue).  The code
@@ -951,3 +947,7 @@ class MemoryAfterBursts(FaultCase):
         self.assertLess(after[0] - base, 1536, f"RSS {base} -> {after[0]} KiB after a burst")
         self.assertLess(after[-1] - after[0], 512, f"RSS grew burst after burst: {after}")
         self.alive()
+
+
+if __name__ == "__main__":
+    unittest.main()

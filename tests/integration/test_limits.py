@@ -333,10 +333,6 @@ class ClientLimits(h.ClassDaemonCase):
         self.assertEqual(recs[-1]["result"], "ok")
 
 
-if __name__ == "__main__":
-    unittest.main()
-
-
 class BufferBudget(h.ClassDaemonCase):
     """max_buffer_memory = 1M.  Clients push into backends that do not
     read: without the budget each such connection would hold a read-ahead
@@ -409,3 +405,7 @@ class BufferBudget(h.ClassDaemonCase):
             h.tls_transfer(tls, until_close=True, timeout=20)
             tls.close()
         h.wait_for(lambda: metrics(self.msock)["funneld_buffer_bytes"] == 0, 10, what="buffers given back")
+
+
+if __name__ == "__main__":
+    unittest.main()
