@@ -660,6 +660,11 @@ conn_step(struct conn *c)
 		/* Records the client sent behind its Finished are read now. */
 		/* FALLTHROUGH */
 	case CONN_SPLICE: {
+		/* Buffers released while idle come back before mbedTLS reads or writes a record. */
+		if (c->tls.parked != NULL && (FAULT("untrim") || !tls_conn_untrim(&c->tls))) {
+			conn_close(c, RESULT_RELAY_ERROR, "out of memory");
+			return;
+		}
 		unsigned want = splice_pump(c);
 		if (c->state != CONN_CLOSED)
 			conn_set_interest(c, want);

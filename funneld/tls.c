@@ -778,13 +778,20 @@ tls_conn_free(struct tls_conn *tc)
 {
 	if (tc->ready)
 		mbedtls_ssl_free(&tc->ssl);
+	tls_internals_forget(&tc->parked);
 	tc->ready = false;
 }
 
 bool
 tls_conn_trim(struct tls_conn *tc)
 {
-	return tls_internals_trim(&tc->ssl);
+	return tls_internals_release(&tc->ssl, &tc->parked);
+}
+
+bool
+tls_conn_untrim(struct tls_conn *tc)
+{
+	return tls_internals_restore(&tc->ssl, &tc->parked);
 }
 
 enum hs_failure

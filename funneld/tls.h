@@ -18,6 +18,7 @@
 #include "result.h"
 
 struct tls_ctx;
+struct tls_parked;
 
 #define TLS_NAME_MAX 256                /* a server name (a host name, at most 253 bytes) and its NUL */
 
@@ -25,6 +26,7 @@ struct tls_ctx;
 struct tls_conn {
 	mbedtls_ssl_context ssl;
 	bool ready;                     /* ssl is set up: tls_conn_free() frees it */
+	struct tls_parked *parked;      /* record buffers released while idle (tls_conn_trim) */
 	struct relay_io *io;
 	size_t server;                  /* the routed backend's index: its certificate and ALPN */
 	const char *target_host;        /* the routed target's host: the server name without SNI */
@@ -67,12 +69,14 @@ int tls_conn_handshake(struct tls_conn *tc);
 enum hs_failure tls_conn_failure(const struct tls_conn *tc, int err);
 
 /*
- * Give the memory behind mbedTLS's record buffers back to the kernel while
- * a connection is idle (where the library allows it); it faults back in
- * when used.  Does nothing while mbedTLS holds input it has not processed.
- * True when a buffer was trimmed.
+ * Free mbedTLS's record buffers while a connection is idle (where the
+ * library allows it; not an input buffer holding a record it has not
+ * processed).  True when one was.  tls_conn_untrim() puts them back, and
+ * must run before any mbedTLS call that reads or writes records: false
+ * when out of memory (the connection cannot go on).
  */
 bool tls_conn_trim(struct tls_conn *tc);
+bool tls_conn_untrim(struct tls_conn *tc);
 
 /* mbedtls_strerror into buf. */
 const char *tls_strerror(int err, char *buf, size_t len);

@@ -21,6 +21,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -35,8 +36,9 @@ void mbedtls_ssl_transform_free(mbedtls_ssl_transform *transform);
 #endif
 
 /*
- * The record buffers come from calloc, once, at mbedtls_ssl_setup(), in
- * both lines: malloc_usable_size() and madvise() below rely on it.
+ * The record buffers come from calloc, once, at mbedtls_ssl_setup(), and
+ * mbedtls_ssl_free() frees them with free(), in both lines: releasing one
+ * with free() and putting calloc()'s in its place below relies on it.
  */
 #if defined(MBEDTLS_PLATFORM_MEMORY) || defined(MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH)
 #error "tls_internals.c assumes mbedtls_calloc is calloc and fixed-size record buffers"
@@ -56,11 +58,11 @@ tls_internals_init(char *what, size_t len)
 
 	active = running == MBEDTLS_VERSION_NUMBER;
 	if (active)
-		snprintf(what, len, "mbedTLS %s: record buffer trim%s", MBEDTLS_VERSION_STRING,
+		snprintf(what, len, "mbedTLS %s: internals in use (idle record buffers released%s)", MBEDTLS_VERSION_STRING,
 #if defined(BASE_TABLES)
-		    " and shared ECDHE base-point tables"
+		    ", shared ECDHE base-point tables"
 #elif defined(INTERNALS_3_6)
-		    " and TLS 1.3 handshake release"
+		    ", TLS 1.3 handshake state freed"
 #else
 		    ""
 #endif
@@ -205,42 +207,158 @@ void tls_internals_handshake_done(mbedtls_ssl_context *ssl) { (void)ssl; }
 /*
  * Between records a record buffer holds only its 8-byte sequence number and
  * the record header, at its start; the rest is scratch for the next record
- * (2.28 and 3.6 alike: ssl_msg.c's in/out pointers).  The whole pages past
- * that are dropped (they read back as zeros).
+ * (2.28 and 3.6 alike: ssl_msg.c's in/out pointers).  An idle connection's
+ * buffer is released whole: those first bytes and where mbedTLS points into
+ * it are kept aside, and a new buffer of the same size (zeros past them, as
+ * the scratch reads after a trim) takes its place before mbedTLS runs again.
  */
-#define TRIM_KEEP 64
+#define KEEP_BYTES 64
+#define BUFFER_POINTERS_MAX 7
 
-static void
-trim_buffer(unsigned char *p)
+struct parked_buffer {
+	size_t size;                    /* of the buffer released; 0: it was kept */
+	size_t at[BUFFER_POINTERS_MAX]; /* each pointer's offset into it */
+	unsigned char head[KEEP_BYTES];
+};
+
+struct tls_parked {
+	struct parked_buffer in, out;
+};
+
+/* The buffer (first) and mbedTLS's pointers into it; in_offt is NULL between records. */
+static size_t
+buffer_pointers(mbedtls_ssl_context *ssl, bool input, unsigned char **p[BUFFER_POINTERS_MAX])
 {
-	long page = sysconf(_SC_PAGESIZE);
-	uintptr_t start, end;
+	size_t n = 0;
 
-	if (p == NULL || page <= 0)
+	if (input) {
+		p[n++] = &ssl->in_buf;
+		p[n++] = &ssl->in_ctr;
+		p[n++] = &ssl->in_hdr;
+#ifdef MBEDTLS_SSL_DTLS_CONNECTION_ID
+		p[n++] = &ssl->in_cid;
+#endif
+		p[n++] = &ssl->in_len;
+		p[n++] = &ssl->in_iv;
+		p[n++] = &ssl->in_msg;
+	} else {
+		p[n++] = &ssl->out_buf;
+		p[n++] = &ssl->out_ctr;
+		p[n++] = &ssl->out_hdr;
+#ifdef MBEDTLS_SSL_DTLS_CONNECTION_ID
+		p[n++] = &ssl->out_cid;
+#endif
+		p[n++] = &ssl->out_len;
+		p[n++] = &ssl->out_iv;
+		p[n++] = &ssl->out_msg;
+	}
+	return n;
+}
+
+/*
+ * Plaintext was in a buffer about to be freed: wipe it, as mbedtls_ssl_free()
+ * does.  Its whole pages go back to the kernel (reading as zeros from then
+ * on), or they would stay resident in the heap, free, until reused.
+ */
+static void
+wipe(unsigned char *p, size_t size)
+{
+	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t start = ((uintptr_t)p + page - 1) & ~(page - 1);
+	uintptr_t end = ((uintptr_t)p + size) & ~(page - 1);
+
+	if (end <= start || madvise((void *)start, end - start, MADV_DONTNEED) != 0) {
+		mbedtls_platform_zeroize(p, size);
 		return;
-	start = ((uintptr_t)p + TRIM_KEEP + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
-	end = ((uintptr_t)p + malloc_usable_size(p)) & ~((uintptr_t)page - 1);
-	if (end > start)
-		madvise((void *)start, end - start, MADV_DONTNEED);
+	}
+	mbedtls_platform_zeroize(p, start - (uintptr_t)p);
+	mbedtls_platform_zeroize((void *)end, (uintptr_t)p + size - end);
+}
+
+static bool
+release_buffer(mbedtls_ssl_context *ssl, bool input, struct parked_buffer *pb)
+{
+	unsigned char **p[BUFFER_POINTERS_MAX];
+	size_t n = buffer_pointers(ssl, input, p);
+	unsigned char *buf = *p[0];
+	size_t size;
+
+	if (buf == NULL || (size = malloc_usable_size(buf)) < KEEP_BYTES)
+		return false;
+	for (size_t i = 1; i < n; i++) {
+		if (*p[i] < buf || *p[i] > buf + size)
+			return false;
+		pb->at[i] = (size_t)(*p[i] - buf);
+	}
+	memcpy(pb->head, buf, KEEP_BYTES);
+	wipe(buf, size);
+	free(buf);
+	pb->size = size;
+	for (size_t i = 0; i < n; i++)
+		*p[i] = NULL;
+	return true;
+}
+
+static bool
+restore_buffer(mbedtls_ssl_context *ssl, bool input, struct parked_buffer *pb)
+{
+	unsigned char **p[BUFFER_POINTERS_MAX];
+	size_t n = buffer_pointers(ssl, input, p);
+	unsigned char *buf;
+
+	if (pb->size == 0)
+		return true;
+	if ((buf = calloc(1, pb->size)) == NULL)
+		return false;
+	memcpy(buf, pb->head, KEEP_BYTES);
+	*p[0] = buf;
+	for (size_t i = 1; i < n; i++)
+		*p[i] = buf + pb->at[i];
+	pb->size = 0;
+	return true;
 }
 
 bool
-tls_internals_trim(mbedtls_ssl_context *ssl)
+tls_internals_release(mbedtls_ssl_context *ssl, struct tls_parked **parked)
 {
-	bool trimmed = false;
+	struct tls_parked *tp;
+	bool in, out;
 
-	if (!active)
+	if (!active || *parked != NULL)
+		return false;
+	if ((tp = calloc(1, sizeof(*tp))) == NULL)
 		return false;
 	/* in_left: part of a record is in; check_pending: a whole one is not processed yet. */
-	if (ssl->in_left == 0 && mbedtls_ssl_check_pending(ssl) == 0 && mbedtls_ssl_get_bytes_avail(ssl) == 0) {
-		trim_buffer(ssl->in_buf);
-		trimmed = true;
+	in = ssl->in_left == 0 && mbedtls_ssl_check_pending(ssl) == 0 && mbedtls_ssl_get_bytes_avail(ssl) == 0 &&
+	    release_buffer(ssl, true, &tp->in);
+	out = ssl->out_left == 0 && release_buffer(ssl, false, &tp->out);
+	if (!in && !out) {
+		free(tp);
+		return false;
 	}
-	if (ssl->out_left == 0) {
-		trim_buffer(ssl->out_buf);
-		trimmed = true;
-	}
-	return trimmed;
+	*parked = tp;
+	return true;
+}
+
+bool
+tls_internals_restore(mbedtls_ssl_context *ssl, struct tls_parked **parked)
+{
+	struct tls_parked *tp = *parked;
+
+	if (tp == NULL)
+		return true;
+	if (!restore_buffer(ssl, true, &tp->in) || !restore_buffer(ssl, false, &tp->out))
+		return false;   /* what was restored stays; tls_internals_forget() frees the rest */
+	free(tp);
+	*parked = NULL;
+	return true;
+}
+
+void
+tls_internals_forget(struct tls_parked **parked)
+{
+	free(*parked);
+	*parked = NULL;
 }
 
 void
@@ -262,7 +380,9 @@ void tls_internals_prepare_curve(int id, int (*rng)(void *, unsigned char *, siz
 void tls_internals_lend_base_table(mbedtls_ssl_context *ssl) { (void)ssl; }
 void tls_internals_take_back(mbedtls_ssl_context *ssl) { (void)ssl; }
 void tls_internals_handshake_done(mbedtls_ssl_context *ssl) { (void)ssl; }
-bool tls_internals_trim(mbedtls_ssl_context *ssl) { (void)ssl; return false; }
+bool tls_internals_release(mbedtls_ssl_context *ssl, struct tls_parked **parked) { (void)ssl; (void)parked; return false; }
+bool tls_internals_restore(mbedtls_ssl_context *ssl, struct tls_parked **parked) { (void)ssl; (void)parked; return true; }
+void tls_internals_forget(struct tls_parked **parked) { (void)parked; }
 void tls_internals_done(void) {}
 
 #endif

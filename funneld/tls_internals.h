@@ -33,8 +33,18 @@ void tls_internals_take_back(mbedtls_ssl_context *ssl);
  * more (3.6's TLS 1.3 handshake parameters). */
 void tls_internals_handshake_done(mbedtls_ssl_context *ssl);
 
-/* Give the pages of an idle connection's record buffers back to the kernel. */
-bool tls_internals_trim(mbedtls_ssl_context *ssl);
+/*
+ * An idle connection's record buffers: release (free) those that hold
+ * nothing mbedTLS has yet to process, keeping aside what it needs of them in
+ * *parked; restore them before any mbedTLS call that reads or writes
+ * records (false: out of memory, the connection cannot go on); forget what
+ * is parked when the connection ends without a restore (mbedtls_ssl_free()
+ * takes released buffers as absent).  True from release: something was.
+ */
+struct tls_parked;
+bool tls_internals_release(mbedtls_ssl_context *ssl, struct tls_parked **parked);
+bool tls_internals_restore(mbedtls_ssl_context *ssl, struct tls_parked **parked);
+void tls_internals_forget(struct tls_parked **parked);
 
 void tls_internals_done(void);
 

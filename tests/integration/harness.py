@@ -282,6 +282,11 @@ class Funneld:
                     return int(line.split()[1])
         return 0
 
+    def sanitized(self):
+        """Built with ASan, whose allocator has an RSS of its own."""
+        with open(f"/proc/{self.proc.pid}/maps") as f:
+            return "libasan" in f.read()
+
     def fd_count(self):
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 

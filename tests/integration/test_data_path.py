@@ -431,8 +431,8 @@ class BackPressure(StreamCase):
 # ======================================================================
 
 class IdleTrim(StreamCase):
-    """After 500 ms without data an established stream hands the pages of
-    mbedTLS's two record buffers back to the kernel (log_level = debug shows
+    """After 500 ms without data an established stream frees mbedTLS's two
+    record buffers, their pages back to the kernel (log_level = debug shows
     each trim).  The stream must carry on correctly afterwards, a record that
     is half received when the trim comes must survive it, and many idle
     streams must really hold less memory."""
@@ -490,9 +490,10 @@ class IdleTrim(StreamCase):
         self.assertEqual(self.last_record()["result"], "ok")
 
     def test_idle_streams_give_their_buffer_pages_back(self):
-        n = 150
+        n = 300
         streams = []
         first = len(self.trims())
+        before = self.funneld.rss_kib()
         try:
             for _ in range(n):
                 streams.append(self.stream())
@@ -506,10 +507,16 @@ class IdleTrim(StreamCase):
                 self.assertEqual(got, data)
             self.wait_trims(first + 2 * n)
             trimmed = self.funneld.rss_kib()
+            if h.WRAPPED:
+                return              # the RSS is valgrind's
             # Untrimmed, the pages filled past the base line are about 17 KiB
             # per stream (measured); trimmed, they go back (under 1 KiB).
-            if not h.WRAPPED:       # under valgrind the RSS is valgrind's
-                self.assertLess((trimmed - base) / n, 8, f"RSS {base} -> {trimmed} KiB for {n} streams")
+            self.assertLess((trimmed - base) / n, 8, f"RSS {base} -> {trimmed} KiB for {n} streams")
+            # An idle stream in all: 7.3-8.4 KiB with its record buffers
+            # released, 13.1 when they kept their first and last pages
+            # (measured here, 300 streams; ASan's allocator adds its own).
+            if not self.funneld.sanitized():
+                self.assertLess((base - before) / n, 10.5, f"RSS {before} -> {base} KiB for {n} idle streams")
         finally:
             for tls in streams:
                 self.finish(tls)

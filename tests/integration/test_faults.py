@@ -21,6 +21,7 @@
 Every connection made must leave exactly one log record.
 """
 import os
+import re
 import resource
 import select
 import signal
@@ -762,6 +763,50 @@ class ClosedWhenHandshakeCompletes(FaultCase):
         status, _, _, raw = self.refused(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         self.assertEqual(status, 404, raw)
         self.alive()
+
+
+class IdleBuffersCannotComeBack(FaultCase):
+    """An idle stream's record buffers were released; when data comes, the
+    memory for them cannot be had (FUNNELD_FAULT=untrim).  The connection
+    ends as relay_error "out of memory" without mbedTLS touching a record:
+    the client sees the end of the stream, none of its new bytes reaches the
+    backend, and funneld serves on (the buffers' bookkeeping is freed: the
+    sanitizer run checks for leaks)."""
+
+    TRIM = re.compile(r"conn (\d+): idle for \d+ ms, TLS record buffers trimmed")
+
+    @classmethod
+    def setUpClass(cls):
+        cls.wd = h.Workdir()
+        cert, key = h.leaf_once(TARGET, "ec")
+        cls.be = h.Backend(cls.wd("be.sock"), mode="echo")
+        cls.backends = [cls.be]
+        cls.addr = cls.wd("relay.sock")
+        cls.start_funneld(h.make_config("unix:" + cls.addr, cert, key, [(f"{TARGET}:443", cls.be.path)],
+                                        log_level="debug"),
+                          binary=h.FUNNELD_FAULTS, env={"FUNNELD_FAULT": "untrim"})
+
+    def trims(self):
+        return len(self.TRIM.findall(self.funneld.log()))
+
+    def test_closed_without_a_record_and_funneld_serves_on(self):
+        for i in range(2):
+            before = self.trims()
+            tls = self.stream()
+            try:
+                self.echo(tls, b"warm")         # buffers in use: nothing released yet
+                h.wait_for(lambda: self.trims() > before, h.slack(20), what="the idle stream's trim")
+                received = self.be.total_received()
+                got, closed = h.tls_transfer(tls, b"after the trim", 1, timeout=20)
+                self.assertEqual(got, b"")
+                self.assertIsNotNone(closed)
+            finally:
+                tls.close()
+            rec = self.ledger.wait(i + 1)[-1]
+            self.assertEqual(rec["result"], "relay_error", rec)
+            self.assertEqual(rec["reason"], "out of memory", rec)
+            self.assertEqual(self.be.total_received(), received)
+            self.alive()
 
 
 class ResetRightAfterClientHello(FaultCase):
