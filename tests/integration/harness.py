@@ -116,7 +116,92 @@ def pki():
 
 # ---------------------------------------------------------------- backends
 
-class Backend:
+class UnixServer:
+    """A server on a Unix socket, accepting in a thread of its own: binds
+    `path` (a stale file there is removed first), listens with `backlog`, and
+    hands every accepted connection to self.handle(c) on the accept thread.
+    handle() runs self.serve(c) on a thread of its own; a subclass overrides
+    serve(), or handle() to note or keep the connection first (and then calls
+    serve_in_thread(c, *args) for serve(c, *args)).  Accepting starts before
+    __init__ returns: a subclass sets what handle() uses before calling it.
+    close() stops accepting, waits for the accept thread and removes the
+    socket file."""
+
+    def __init__(self, path, backlog):
+        self.path = path
+        self.stopping = False
+        if os.path.exists(path):
+            os.unlink(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(backlog)
+        self.thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self.thread.start()
+
+    def _accept_loop(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            if self.stopping:
+                c.close()
+                return
+            self.handle(c)
+
+    def handle(self, c):
+        self.serve_in_thread(c)
+
+    def serve_in_thread(self, c, *args):
+        threading.Thread(target=self.serve, args=(c, *args), daemon=True).start()
+
+    def serve(self, c):
+        raise NotImplementedError
+
+    def close(self):
+        self.stopping = True
+        try:
+            # Wakes the accept() in progress (EINVAL); close() alone would not.
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.thread.join(10)
+        self.sock.close()
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+
+
+class RecordingServer(UnixServer):
+    """A UnixServer that notes each connection as it accepts it:
+    conns[i] = {"data": bytearray, "done": Event}, handed to serve(c, rec),
+    which fills data and sets done when the connection has ended."""
+
+    def __init__(self, path, backlog):
+        self.conns = []
+        self.lock = threading.Lock()
+        super().__init__(path, backlog)
+
+    def handle(self, c):
+        rec = {"data": bytearray(), "done": threading.Event()}
+        with self.lock:
+            self.conns.append(rec)
+        self.serve_in_thread(c, rec)
+
+    def count(self):
+        with self.lock:
+            return len(self.conns)
+
+    def conn(self, i, timeout=15):
+        """conns[i], once that connection has ended."""
+        wait_for(lambda: self.count() > i, timeout, what=f"backend connection #{i}")
+        with self.lock:
+            rec = self.conns[i]
+        if not rec["done"].wait(timeout):
+            raise AssertionError(f"backend connection #{i} did not end")
+        return rec
+
+
+class Backend(UnixServer):
     """A Unix-socket backend in a thread.  mode:
     'echo'   — echoes every byte back, shuts down its write side at EOF;
     'record' — stores what it receives, answers with `reply` (bytes or a
@@ -125,38 +210,25 @@ class Backend:
     Every accepted connection's received bytes land in self.received."""
 
     def __init__(self, path, mode="echo", reply=b""):
-        self.path = path
         self.mode = mode
         self.reply = reply
         self.received = []
         self.accepted = 0
         self.lock = threading.Lock()
         self.held = []
-        if os.path.exists(path):
-            os.unlink(path)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(path)
-        self.sock.listen(512)
-        self.stopping = False
-        self.thread = threading.Thread(target=self._accept_loop, daemon=True)
-        self.thread.start()
+        super().__init__(path, backlog=512)
 
-    def _accept_loop(self):
-        while not self.stopping:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.accepted += 1
-                idx = len(self.received)
-                self.received.append(bytearray())
-            if self.mode == "hold":
-                self.held.append(c)
-                continue
-            threading.Thread(target=self._serve, args=(c, idx), daemon=True).start()
+    def handle(self, c):
+        with self.lock:
+            self.accepted += 1
+            idx = len(self.received)
+            self.received.append(bytearray())
+        if self.mode == "hold":
+            self.held.append(c)
+        else:
+            self.serve_in_thread(c, idx)
 
-    def _serve(self, c, idx):
+    def serve(self, c, idx):
         try:
             while True:
                 data = c.recv(65536)
@@ -184,15 +256,9 @@ class Backend:
             return sum(len(r) for r in self.received)
 
     def close(self):
-        self.stopping = True
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        super().close()
         for c in self.held:
             c.close()
-        if os.path.exists(self.path):
-            os.unlink(self.path)
 
 
 # ---------------------------------------------------------------- funneld
@@ -575,32 +641,20 @@ def recv_exact(sock, n, timeout=10.0):
     return data
 
 
-class ManualBackend:
+class ManualBackend(UnixServer):
     """A Unix-socket backend whose accepted sockets are handed to the test
     (take()), so a test can drive the backend side step by step."""
 
     def __init__(self, path):
-        self.path = path
         self.accepted = 0
         self.conns = []
         self.q = _queue.Queue()
-        if os.path.exists(path):
-            os.unlink(path)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(path)
-        self.sock.listen(64)
-        self.thread = threading.Thread(target=self._accept_loop, daemon=True)
-        self.thread.start()
+        super().__init__(path, backlog=64)
 
-    def _accept_loop(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            self.conns.append(c)
-            self.q.put(c)
+    def handle(self, c):
+        self.accepted += 1
+        self.conns.append(c)
+        self.q.put(c)
 
     def take(self, timeout=10.0):
         try:
@@ -609,17 +663,12 @@ class ManualBackend:
             raise AssertionError(f"backend accepted no connection within {timeout}s")
 
     def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        super().close()
         for c in self.conns:
             try:
                 c.close()
             except OSError:
                 pass
-        if os.path.exists(self.path):
-            os.unlink(self.path)
 
 
 def tls_transfer(tls, data=b"", nrecv=0, until_close=False, close_notify=False, timeout=60.0):
@@ -818,13 +867,64 @@ def slack(seconds):
     return seconds * 10 if WRAPPED else seconds
 
 
-class ClassDaemonCase(unittest.TestCase):
+class ClassProcessesCase(unittest.TestCase):
+    """Processes shared by the tests of a class, closed again whatever
+    happened.  setUpClass makes cls.wd (a Workdir) and calls cls._set_up();
+    when that fails, tearDownClass closes what it had opened before the
+    error goes on.  tearDownClass closes, in this order: close_front()
+    (what connects to funneld: relays, proxies), cls.funneld (by PID; a
+    non-zero exit at SIGTERM is a problem), close_back() (what funneld
+    connects to: nginx, backends), the Workdir.  The closers add what went
+    wrong to `problems`; any problem fails the class once all is closed."""
+
+    wd = None
+    funneld = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.wd = Workdir()
+        try:
+            cls._set_up()
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def _set_up(cls):
+        pass
+
+    @classmethod
+    def close_front(cls, problems):
+        pass
+
+    @classmethod
+    def close_back(cls, problems):
+        pass
+
+    @classmethod
+    def tearDownClass(cls):
+        problems = []
+        cls.close_front(problems)
+        f, cls.funneld = cls.funneld, None
+        if f is not None and f.proc is not None:
+            rc = f.stop()
+            if not f.logf.closed:
+                f.logf.close()
+            if rc != 0:
+                problems.append(f"funneld exited {rc} at SIGTERM (expected 0): {f.log()[-2000:]}")
+        cls.close_back(problems)
+        if cls.wd is not None:
+            cls.wd.cleanup()
+        if problems:
+            raise AssertionError("; ".join(problems))
+
+
+class ClassDaemonCase(ClassProcessesCase):
     """One funneld per test class (started in setUpClass with start_funneld),
     a ConnLedger per test: every connection a test made must leave exactly
     one log record.  Subclasses set cls.wd (a Workdir) and may list
     cls.backends to close at the end."""
 
-    funneld = None
     backends = ()
     ledger_timeout = 20
 
@@ -837,16 +937,9 @@ class ClassDaemonCase(unittest.TestCase):
             raise
 
     @classmethod
-    def tearDownClass(cls):
-        rc = None
-        if cls.funneld is not None:
-            rc = cls.funneld.stop()
-            cls.funneld.logf.close()
+    def close_back(cls, problems):
         for b in cls.backends:
             b.close()
-        cls.wd.cleanup()
-        if cls.funneld is not None and rc != 0:
-            raise AssertionError(f"funneld exited {rc} at SIGTERM (expected 0)")
 
     def setUp(self):
         self.ledger = ConnLedger(self.funneld)

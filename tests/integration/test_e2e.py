@@ -180,29 +180,18 @@ def nginx_temp_paths(tmp):
     return lines
 
 
-class E2E(unittest.TestCase):
+class E2E(h.ClassProcessesCase):
     """One nginx, one funneld, two relays for the whole class."""
 
-    wd = None
     nginx = None
-    funneld = None
     relays = ()
     chromium_state = None       # (path, None) or (None, reason to skip)
 
     # ------------------------------------------------------------ set-up
 
     @classmethod
-    def setUpClass(cls):
-        cls.relays = []
-        cls.wd = h.Workdir()
-        try:
-            cls._set_up()
-        except BaseException:
-            cls.tearDownClass()
-            raise
-
-    @classmethod
     def _set_up(cls):
+        cls.relays = []
         for tool in (NGINX, "curl", "openssl"):
             need(tool)
         if not os.access(h.FUNNELD, os.X_OK) or not os.access(RELAY, os.X_OK):
@@ -347,29 +336,20 @@ http {{
         return h.wait_for(port, 15, what=f"{name} to listen")
 
     @classmethod
-    def tearDownClass(cls):
-        problems = []
+    def close_front(cls, problems):
         for p, logf, log in reversed(cls.relays):
             rc = stop_process(p)
             logf.close()
             if rc != 0:
                 problems.append(f"funnel-relay exited {rc}: {read_text(log)[-2000:]}")
         cls.relays = []
-        if cls.funneld is not None and cls.funneld.proc is not None:
-            rc = cls.funneld.stop()
-            if not cls.funneld.logf.closed:
-                cls.funneld.logf.close()
-            if rc != 0:
-                problems.append(f"funneld exited {rc} at SIGTERM (expected 0): {cls.funneld.log()[-2000:]}")
-        cls.funneld = None
+
+    @classmethod
+    def close_back(cls, problems):
         if cls.nginx is not None:
             stop_process(cls.nginx, signal.SIGQUIT)
             cls.nginx_out.close()
         cls.nginx = None
-        if cls.wd is not None:
-            cls.wd.cleanup()
-        if problems:
-            raise AssertionError("; ".join(problems))
 
     # ------------------------------------------------------------ helpers
 

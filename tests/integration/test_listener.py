@@ -176,7 +176,7 @@ def metric_delta(before, after, prefix):
 
 # ---------------------------------------------------------------- backends and senders
 
-class HashBackend:
+class HashBackend(h.UnixServer):
     """A Unix-socket backend behind `proxy_protocol = v2`: reads funneld's
     PROXY v2 header, then a request (!QQ: bytes to receive, bytes to send);
     sends that many random bytes while it hashes what it receives; then
@@ -186,29 +186,18 @@ class HashBackend:
     REQ = struct.Struct("!QQ")
 
     def __init__(self, path):
-        self.path = path
         self.results = []
         self.lock = threading.Lock()
-        if os.path.exists(path):
-            os.unlink(path)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(path)
-        self.sock.listen(16)
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(path, backlog=16)
 
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            res = {"header": None, "up_len": 0, "up_sha": None, "down_sha": None, "error": None,
-                   "done": threading.Event()}
-            with self.lock:
-                self.results.append(res)
-            threading.Thread(target=self._serve, args=(c, res), daemon=True).start()
+    def handle(self, c):
+        res = {"header": None, "up_len": 0, "up_sha": None, "down_sha": None, "error": None,
+               "done": threading.Event()}
+        with self.lock:
+            self.results.append(res)
+        self.serve_in_thread(c, res)
 
-    def _serve(self, c, res):
+    def serve(self, c, res):
         try:
             c.settimeout(120)
             buf = b""
@@ -253,14 +242,6 @@ class HashBackend:
     def count(self):
         with self.lock:
             return len(self.results)
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-        if os.path.exists(self.path):
-            os.unlink(self.path)
 
 
 class HAProxy:
@@ -337,34 +318,27 @@ class HAProxy:
 
 # ---------------------------------------------------------------- the paths that work
 
-class PathTest(unittest.TestCase):
+class PathTest(h.ClassProcessesCase):
     """One nginx, one hashing backend, one funneld with four TCP [listener]s
     (v2 and v1, public_port 443 and 8443) and two unix: ones, a
     tailscaled-like relay in front of each TCP one, and one HAProxy."""
 
-    wd = None
-    funneld = None
     nginx = None
     bulk = None
     haproxy = None
     relays = {}
     chromium_state = None
-    # test_e2e's chromium helpers, bound to this class (its wd, its state).
+    # test_e2e's chromium helpers, bound to this class (its wd, its state),
+    # and its wait for a quiet funneld before each test.
     chromium = classmethod(e2e.E2E.chromium.__func__)
     run_chromium = classmethod(e2e.E2E.run_chromium.__func__)
-
-    @classmethod
-    def setUpClass(cls):
-        cls.wd = h.Workdir()
-        cls.relays = {}
-        try:
-            cls._set_up()
-        except BaseException:
-            cls.tearDownClass()
-            raise
+    setUp = e2e.E2E.setUp
+    settle = e2e.E2E.settle
+    new_records = e2e.E2E.new_records
 
     @classmethod
     def _set_up(cls):
+        cls.relays = {}
         for tool in ("curl", "openssl"):
             e2e.need(tool)
         if not os.access(trf.RELAY, os.X_OK):
@@ -419,8 +393,7 @@ class PathTest(unittest.TestCase):
                                    ("v1_8443", cls.listen[(1, 8443)], "send-proxy")])
 
     @classmethod
-    def tearDownClass(cls):
-        problems = []
+    def close_front(cls, problems):
         for key, r in cls.relays.items():
             rc = stop_relay(r)
             if rc != 0:
@@ -429,13 +402,9 @@ class PathTest(unittest.TestCase):
         if cls.haproxy is not None:
             cls.haproxy.stop()
             cls.haproxy = None
-        if cls.funneld is not None:
-            rc = cls.funneld.stop()
-            if not cls.funneld.logf.closed:
-                cls.funneld.logf.close()
-            if rc != 0:
-                problems.append(f"funneld exited {rc} at SIGTERM (expected 0): {cls.funneld.log()[-2000:]}")
-            cls.funneld = None
+
+    @classmethod
+    def close_back(cls, problems):
         if cls.nginx is not None:
             cls.nginx.stop()
             cls.nginx = None
@@ -445,27 +414,8 @@ class PathTest(unittest.TestCase):
         if getattr(cls, "half", None) is not None:
             cls.half.close()
             cls.half = None
-        if cls.wd is not None:
-            cls.wd.cleanup()
-        if problems:
-            raise AssertionError("; ".join(problems))
 
     # ------------------------------------------------------------ helpers
-
-    def setUp(self):
-        self.settle()
-        self.start_records = len(self.funneld.records())
-
-    def settle(self, timeout=30):
-        """No connection open and every ended one logged."""
-        def quiet():
-            m = e2e.metrics(self.msock)
-            ended = sum(v for k, v in m.items() if k.startswith("funneld_connections_total{"))
-            return m.get("funneld_connections_open") == 0 and len(self.funneld.records()) == ended
-        h.wait_for(quiet, timeout, what="funneld to have no open connection and every record written")
-
-    def new_records(self):
-        return self.funneld.records()[self.start_records:]
 
     def record_for_src(self, src, timeout=20):
         def find():

@@ -22,13 +22,12 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
-from harness import PKI, TARGET, Funneld, Workdir, base_config, open_stream, wait_for  # noqa: E402
+from harness import PKI, TARGET, Funneld, RecordingServer, Workdir, base_config, open_stream, wait_for  # noqa: E402
 
 PP1 = "pp1.example.ts.net"      # target whose backend gets v1
 PP2 = "pp2.example.ts.net"      # target whose backend gets v2 (consumers)
@@ -113,34 +112,15 @@ def start_funneld(wd, text_for_ports):
     raise last
 
 
-class RecordBackend:
+class RecordBackend(RecordingServer):
     """Unix-socket backend: records each connection's bytes; at EOF answers
     `reply` and closes.  conns[i] = {"data": bytearray, "done": Event}."""
 
     def __init__(self, path, reply=b"REPLY"):
-        self.path = path
         self.reply = reply
-        self.conns = []
-        self.lock = threading.Lock()
-        if os.path.exists(path):
-            os.unlink(path)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(path)
-        self.sock.listen(64)
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(path, backlog=64)
 
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            rec = {"data": bytearray(), "done": threading.Event()}
-            with self.lock:
-                self.conns.append(rec)
-            threading.Thread(target=self._serve, args=(c, rec), daemon=True).start()
-
-    def _serve(self, c, rec):
+    def serve(self, c, rec):
         try:
             c.settimeout(60)
             while True:
@@ -157,27 +137,13 @@ class RecordBackend:
         finally:
             c.close()
 
-    def count(self):
-        with self.lock:
-            return len(self.conns)
-
     def data(self, i):
         with self.lock:
             return bytes(self.conns[i]["data"]) if i < len(self.conns) else b""
 
     def finished(self, i, timeout=15):
-        wait_for(lambda: self.count() > i, timeout, what=f"backend connection #{i}")
-        if not self.conns[i]["done"].wait(timeout):
-            raise AssertionError(f"backend connection #{i} did not end")
+        self.conn(i, timeout)
         return self.data(i)
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-        if os.path.exists(self.path):
-            os.unlink(self.path)
 
 
 def parse_v2(data):

@@ -16,7 +16,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 import time
 import unittest
 
@@ -36,31 +35,17 @@ def next_src():
     return f"198.51.100.9:{_src[0]}"
 
 
-class HTTPBackend:
+class HTTPBackend(h.UnixServer):
     """A Unix-socket backend that answers each request head with a small
     HTTP/1.1 response and closes."""
 
     BODY = b"funneld tls13\n"
 
     def __init__(self, path):
-        self.path = path
         self.heads = []
-        if os.path.exists(path):
-            os.unlink(path)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(path)
-        self.sock.listen(16)
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(path, backlog=16)
 
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
-
-    def _serve(self, c):
+    def serve(self, c):
         try:
             c.settimeout(20)
             data = b""
@@ -79,11 +64,6 @@ class HTTPBackend:
             pass
         finally:
             c.close()
-
-    def close(self):
-        self.sock.close()
-        if os.path.exists(self.path):
-            os.unlink(self.path)
 
 
 class TLS13Case(h.ClassDaemonCase):

@@ -160,33 +160,14 @@ def parse_client_hello(data):
     return version, sid, exts
 
 
-class EchoBackend:
+class EchoBackend(harness.RecordingServer):
     """A Unix-socket echo backend that knows when each connection ended:
     conns[i] = {"data": bytearray, "done": Event} (done at EOF from funneld)."""
 
     def __init__(self, path):
-        self.path = path
-        self.conns = []
-        self.lock = threading.Lock()
-        if os.path.exists(path):
-            os.unlink(path)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(path)
-        self.sock.listen(256)
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(path, backlog=256)
 
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            rec = {"data": bytearray(), "done": threading.Event()}
-            with self.lock:
-                self.conns.append(rec)
-            threading.Thread(target=self._serve, args=(c, rec), daemon=True).start()
-
-    def _serve(self, c, rec):
+    def serve(self, c, rec):
         try:
             c.settimeout(60)
             while True:
@@ -201,27 +182,6 @@ class EchoBackend:
             rec["done"].set()
         finally:
             c.close()
-
-    def count(self):
-        with self.lock:
-            return len(self.conns)
-
-    def conn(self, i, timeout=15):
-        """Connection i, once funneld has closed it."""
-        wait_for(lambda: self.count() > i, timeout, what=f"backend connection #{i}")
-        with self.lock:
-            rec = self.conns[i]
-        if not rec["done"].wait(timeout):
-            raise AssertionError(f"backend connection #{i} not closed by funneld")
-        return rec
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-        if os.path.exists(self.path):
-            os.unlink(self.path)
 
 
 def start_relay(testcase, wd, listen_path, target):
