@@ -294,8 +294,12 @@ class Funneld:
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.logf, stderr=self.logf,
                                      env=self.env, preexec_fn=die_with_parent)
         if wait:
-            wait_for(lambda: "started:" in self.log() or self.proc.poll() is not None, 30,
-                     what="funneld to start")
+            try:
+                wait_for(lambda: "started:" in self.log() or self.proc.poll() is not None, 30,
+                         what="funneld to start")
+            except BaseException:
+                self.stop(5)            # never left running behind a failed start
+                raise
             if self.proc.poll() is not None:
                 raise AssertionError(f"funneld exited {self.proc.returncode}: {self.log()}")
         return self

@@ -16,10 +16,8 @@
 import os
 import select
 import socket
-import ssl
 import sys
 import threading
-import time
 import unittest
 
 import harness as h
