@@ -89,7 +89,7 @@ $(BUILD)/tests/tools/%: tests/tools/%.c $(LIB)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 
 # Fuzz targets built with a plain main() that replays files: runs in `make check`.
-$(BUILD)/tests/fuzz/%-replay: tests/fuzz/%.c tests/fuzz/replay_main.c $(LIB)
+$(BUILD)/tests/fuzz/%-replay: tests/fuzz/%.c tests/fuzz/replay_main.c tests/fuzz/fuzz.h $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< tests/fuzz/replay_main.c $(LIB) $(LDLIBS)
 
@@ -107,7 +107,7 @@ build-fuzz/obj/%.o: %.c $(wildcard funneld/*.h)
 build-fuzz/libfunneld.a: $(FUZZ_LIB_OBJS)
 	rm -f $@ && ar rcs $@ $^
 
-$(FUZZ_BINS): build-fuzz/%: tests/fuzz/%.c build-fuzz/libfunneld.a $(wildcard funneld/*.h)
+$(FUZZ_BINS): build-fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz.h build-fuzz/libfunneld.a $(wildcard funneld/*.h)
 	clang $(CPPFLAGS) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< build-fuzz/libfunneld.a $(LDLIBS)
 
 # scripts/deps SET: build (make), demo (+ nginx, curl, openssl, python3), test (everything).

@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "clienthello.h"
+#include "fuzz.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define FUZZ_ASAN 1
@@ -41,16 +42,6 @@
 #define ASAN_POISON_MEMORY_REGION(a, s) ((void)(a), (void)(s))
 #define ASAN_UNPOISON_MEMORY_REGION(a, s) ((void)(a), (void)(s))
 #endif
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(c) do {							\
-	if (!(c)) {							\
-		fprintf(stderr, "%s:%d: check failed: %s\n",		\
-		    __FILE__, __LINE__, #c);				\
-		abort();						\
-	}								\
-} while (0)
 
 struct verdict {
 	enum hello_result	 r;

@@ -54,17 +54,7 @@
 #include "log.h"
 #include "server.h"
 #include "worker.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* Not assert(): this must hold in the -replay build too, NDEBUG or not. */
-#define CHECK(c) do {							\
-	if (!(c)) {							\
-		fprintf(stderr, "%s:%d: invariant failed: %s\n",	\
-		    __FILE__, __LINE__, #c);				\
-		abort();						\
-	}								\
-} while (0)
+#include "fuzz.h"
 
 #define HEADER_BYTES 4
 #define PASSES_PER_PIECE 32     /* loop passes to let funneld take one piece */

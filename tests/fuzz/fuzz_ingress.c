@@ -18,17 +18,7 @@
 
 #include "addr.h"
 #include "ingress.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* Not assert(): this must hold in the -replay build too, NDEBUG or not. */
-#define CHECK(c) do {							\
-	if (!(c)) {							\
-		fprintf(stderr, "%s:%d: invariant failed: %s\n",	\
-		    __FILE__, __LINE__, #c);				\
-		abort();						\
-	}								\
-} while (0)
+#include "fuzz.h"
 
 /* Parse from an exact-size heap copy so that ASan sees a read past n. */
 static enum ingress_result

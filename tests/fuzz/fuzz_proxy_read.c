@@ -31,6 +31,7 @@
 #include <sys/socket.h>
 
 #include "proxy_protocol.h"
+#include "fuzz.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define FUZZ_ASAN 1
@@ -45,16 +46,6 @@
 #define ASAN_POISON_MEMORY_REGION(a, s) ((void)(a), (void)(s))
 #define ASAN_UNPOISON_MEMORY_REGION(a, s) ((void)(a), (void)(s))
 #endif
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(c) do {							\
-	if (!(c)) {							\
-		fprintf(stderr, "%s:%d: check failed: %s\n",		\
-		    __FILE__, __LINE__, #c);				\
-		abort();						\
-	}								\
-} while (0)
 
 typedef enum proxy_read_result (*reader_fn)(const uint8_t *, size_t,
     struct proxy_header *, const char **);
