@@ -333,6 +333,16 @@ class Funneld:
     def signal(self, sig):
         self.proc.send_signal(sig)
 
+    def stop_problem(self, timeout=30):
+        """stop(); what went wrong if the exit status was not 0, else None."""
+        rc = self.stop(timeout)
+        logf = getattr(self, "logf", None)
+        if logf is not None and not logf.closed:
+            logf.close()
+        if rc not in (0, None):
+            return f"funneld exited {rc} at SIGTERM (expected 0): {self.log()[-2000:]}"
+        return None
+
     def stop(self, timeout=30):
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
@@ -911,11 +921,9 @@ class ClassProcessesCase(unittest.TestCase):
         cls.close_front(problems)
         f, cls.funneld = cls.funneld, None
         if f is not None and f.proc is not None:
-            rc = f.stop()
-            if not f.logf.closed:
-                f.logf.close()
-            if rc != 0:
-                problems.append(f"funneld exited {rc} at SIGTERM (expected 0): {f.log()[-2000:]}")
+            problem = f.stop_problem()
+            if problem:
+                problems.append(problem)
         cls.close_back(problems)
         if cls.wd is not None:
             cls.wd.cleanup()

@@ -228,11 +228,12 @@ class ProxyHeaderTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        if getattr(cls, "f", None) is not None:
-            cls.f.stop()
+        problem = cls.f.stop_problem() if getattr(cls, "f", None) is not None else None
         for b in (cls.v1, cls.v2, cls.off):
             b.close()
         cls.wd.cleanup()
+        if problem:
+            raise AssertionError(problem)
 
     def logged_so_far(self):
         """Wait until every connection opened so far has its log record (the
@@ -480,8 +481,7 @@ class ConsumerBase(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        if getattr(cls, "f", None) is not None:
-            cls.f.stop()
+        problem = cls.f.stop_problem() if getattr(cls, "f", None) is not None else None
         if getattr(cls, "proc", None) is not None and cls.proc.poll() is None:
             cls.proc.send_signal(signal.SIGTERM)
             try:
@@ -493,6 +493,8 @@ class ConsumerBase(unittest.TestCase):
             cls.outf.close()
         if hasattr(cls, "wd"):
             cls.wd.cleanup()
+        if problem:
+            raise AssertionError(problem)
 
     def get(self, target, src, path):
         """An HTTPS GET through funneld; returns (status line, body)."""

@@ -263,11 +263,12 @@ class FunneldCase(unittest.TestCase):
 
     @classmethod
     def _teardown(cls):
-        if cls.f is not None:
-            cls.f.stop()
+        problem = cls.f.stop_problem() if cls.f is not None else None
         for b in cls.be.values():
             b.close()
         cls.wd.cleanup()
+        if problem:
+            raise AssertionError(problem)
 
     @classmethod
     def tearDownClass(cls):
