@@ -362,6 +362,13 @@ class Funneld:
                     return int(line.split()[1])
         return 0
 
+    TRIM = re.compile(r"conn (\d+): idle for \d+ ms, TLS record buffers trimmed")
+
+    def trims(self):
+        """The connections whose idle TLS record buffers were freed, one id per
+        trim, in order (logged at log_level = debug)."""
+        return [int(m.group(1)) for m in self.TRIM.finditer(self.log())]
+
     def sanitized(self):
         """Built with ASan, whose allocator has an RSS of its own."""
         with open(f"/proc/{self.proc.pid}/maps") as f:

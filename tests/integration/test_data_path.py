@@ -437,8 +437,6 @@ class IdleTrim(StreamCase):
     is half received when the trim comes must survive it, and many idle
     streams must really hold less memory."""
 
-    TRIM = re.compile(r"conn (\d+): idle for \d+ ms, TLS record buffers trimmed")
-
     @classmethod
     def setUpClass(cls):
         cert, key = h.leaf_once(TARGET, "ec")
@@ -450,7 +448,7 @@ class IdleTrim(StreamCase):
                                         log_level="debug"))
 
     def trims(self):
-        return [int(m.group(1)) for m in self.TRIM.finditer(self.funneld.log())]
+        return self.funneld.trims()
 
     def wait_trims(self, n, timeout=20):
         return h.wait_for(lambda: len(self.trims()) >= n and self.trims(), h.slack(timeout),
